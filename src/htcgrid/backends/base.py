@@ -1,0 +1,140 @@
+"""The backend port: the small, batched set of operations the grid needs from a state store.
+
+Every backend (memory, sqlite, and later redis, postgres) implements this protocol and passes
+the one conformance suite in ``tests/contract``. Backends apply transitions atomically and
+conditionally; they never decide policy (retry, fair share, states) -- ``htcgrid.core`` does.
+
+Times are passed in as ``now`` (seconds since the epoch) so tests can drive a fake clock and
+every process of a grid compares leases on the same scale.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from htcgrid.backends.blobs import BlobStore
+from htcgrid.core.model import (
+    Claim,
+    Completion,
+    Counts,
+    Lease,
+    NewTask,
+    SessionInfo,
+    SessionSpec,
+    TaskRecord,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a backend can do, so callers choose instead of catching NotImplementedError."""
+
+    is_durable: bool  # a restart of any grid process loses nothing accepted
+    is_shared: bool  # several processes (workers, clients) may open the same store at once
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseKey:
+    """Identifies one attempt for renewal: the task and the attempt number holding it."""
+
+    task_id: str
+    attempt: int
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """A grid's state store. Methods are batched: one call, many tasks."""
+
+    url: str
+    capabilities: Capabilities
+    blobs: BlobStore
+
+    # -- sessions -------------------------------------------------------------------------
+    def create_session(self, session_id: str, spec: SessionSpec, now: float) -> SessionInfo:
+        """Create a session; InvalidInput if the id is taken."""
+        ...
+
+    def get_session(self, session_id: str) -> SessionInfo:
+        """The session with its counts; NotFound if absent."""
+        ...
+
+    def list_sessions(self) -> list[SessionInfo]:
+        """Every session, oldest first."""
+        ...
+
+    def delete_session(self, session_id: str) -> None:
+        """Remove a session, its tasks and its blobs; NotFound if absent."""
+        ...
+
+    # -- tasks ----------------------------------------------------------------------------
+    def submit(self, session_id: str, tasks: Sequence[NewTask], now: float) -> list[str]:
+        """Add pending tasks, all or none; return their ids in order.
+
+        NotFound if the session is absent, InvalidInput if it is cancelled.
+        """
+        ...
+
+    def claim(self, worker_id: str, max_tasks: int, lease_ttl_s: float, now: float) -> list[Claim]:
+        """Move up to ``max_tasks`` claimable tasks to running under fresh leases.
+
+        Claimable: pending with ``not_before <= now``. Split between sessions by
+        :func:`htcgrid.core.fairshare.plan_claim`; within a session, oldest first. Each claim
+        increments the attempt number. No task is ever handed to two claims at once.
+        """
+        ...
+
+    def renew(
+        self, worker_id: str, leases: Sequence[LeaseKey], lease_ttl_s: float, now: float
+    ) -> list[bool]:
+        """Extend leases still held by ``worker_id``; False where the attempt lost the task
+        (cancelled, expired and reaped, or finished) so the worker can stop it."""
+        ...
+
+    def complete(self, completions: Sequence[Completion], now: float) -> list[bool]:
+        """Apply attempt outcomes, each only if that (worker, attempt) still holds the task
+        running. False marks a rejected late completion, which changes nothing."""
+        ...
+
+    def expired(self, now: float, limit: int) -> list[Lease]:
+        """Running attempts whose lease expired before ``now``, oldest expiry first."""
+        ...
+
+    def expire(self, completions: Sequence[Completion], now: float) -> list[bool]:
+        """Like :meth:`complete`, but each applies only if its lease is still expired at ``now``
+        (a renewal that raced the reaper wins)."""
+        ...
+
+    def cancel(self, session_id: str, task_ids: Sequence[str] | None, now: float) -> int:
+        """Cancel pending and running tasks (all of the session's when ``task_ids`` is None,
+        which also closes the session to new tasks). Finished tasks are untouched.
+        Return how many tasks were cancelled; NotFound if the session is absent."""
+        ...
+
+    def counts(self, session_id: str) -> Counts:
+        """Tasks of a session per state; NotFound if absent."""
+        ...
+
+    def tasks(self, task_ids: Sequence[str]) -> list[TaskRecord]:
+        """Records of the given tasks, in the given order; NotFound if any is absent."""
+        ...
+
+    def finished(self, session_id: str, after: int, limit: int) -> list[TaskRecord]:
+        """Finished tasks of a session in the order they finished, from position ``after``
+        (exclusive; start at 0), at most ``limit``. Use the last ``done_seq`` as the next
+        ``after`` to stream results without holding them all."""
+        ...
+
+    # -- wake-ups -------------------------------------------------------------------------
+    def wait_for_work(self, timeout_s: float) -> None:
+        """Block until work may be claimable or ``timeout_s`` passed (may return early)."""
+        ...
+
+    def wait_for_finished(self, session_id: str, after: int, timeout_s: float) -> None:
+        """Block until the session may have a task finished past ``after``, or timeout."""
+        ...
+
+    def close(self) -> None:
+        """Release connections; the backend must not be used afterwards."""
+        ...

@@ -1,0 +1,100 @@
+"""Blob stores: where payloads and results too large to keep inline in the state store live.
+
+Keys are ``<session_id>/<name>`` so deleting a session removes its blobs with one prefix.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import uuid
+from pathlib import Path
+from typing import Protocol
+
+from htcgrid.core.errors import InvalidInput, NotFound
+from htcgrid.core.ids import check_session_id
+
+#: Payloads and results above this many bytes go to the blob store (configurable per grid).
+DEFAULT_INLINE_LIMIT = 64 * 1024
+
+
+def blob_key(session_id: str, name: str) -> str:
+    """The key of blob ``name`` in ``session_id``."""
+    if "/" in name or name in {"", ".", ".."}:
+        raise InvalidInput(f"malformed blob name {name!r}")
+    return f"{check_session_id(session_id)}/{name}"
+
+
+def new_blob_key(session_id: str, kind: str) -> str:
+    """A fresh unique key for a blob of ``kind`` (input, output, handler) in ``session_id``."""
+    return blob_key(session_id, f"{kind}-{uuid.uuid4().hex}")
+
+
+class BlobStore(Protocol):
+    """Put, get and delete opaque bytes by key."""
+
+    def put(self, key: str, data: bytes) -> None: ...
+
+    def get(self, key: str) -> bytes: ...
+
+    def delete_session(self, session_id: str) -> None: ...
+
+
+class MemoryBlobStore:
+    """Blobs in a dict, for the in-process memory backend."""
+
+    def __init__(self) -> None:
+        self._data: dict[str, bytes] = {}
+        self._lock = threading.Lock()
+
+    def put(self, key: str, data: bytes) -> None:
+        with self._lock:
+            self._data[key] = bytes(data)
+
+    def get(self, key: str) -> bytes:
+        with self._lock:
+            try:
+                return self._data[key]
+            except KeyError:
+                raise NotFound(f"no blob {key!r}") from None
+
+    def delete_session(self, session_id: str) -> None:
+        prefix = check_session_id(session_id) + "/"
+        with self._lock:
+            for key in [k for k in self._data if k.startswith(prefix)]:
+                del self._data[key]
+
+
+class FileBlobStore:
+    """Blobs as files under a directory, one sub-directory per session.
+
+    Writes go to a temporary name and are renamed into place, so a reader never sees half a
+    blob and a crash leaves at worst an orphan temporary file.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        session_id, slash, name = key.partition("/")
+        if not slash:
+            raise InvalidInput(f"malformed blob key {key!r}")
+        return self.root / check_session_id(session_id) / blob_key(session_id, name).split("/")[1]
+
+    def put(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        path.parent.mkdir(exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+
+    def get(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError:
+            raise NotFound(f"no blob {key!r}") from None
+
+    def delete_session(self, session_id: str) -> None:
+        shutil.rmtree(self.root / check_session_id(session_id), ignore_errors=True)

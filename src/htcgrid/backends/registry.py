@@ -1,0 +1,42 @@
+"""Open a backend from its URL: ``memory://`` or ``sqlite:///path/to/grid.db``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from htcgrid.backends.base import Backend
+from htcgrid.core.errors import InvalidInput
+
+#: Environment variable naming the store when no URL is given.
+STORE_ENV = "HTCGRID_STORE"
+#: Environment variable naming the directory of the default embedded grid.
+HOME_ENV = "HTCGRID_HOME"
+
+
+def default_home() -> Path:
+    """Directory of the default embedded grid: ``$HTCGRID_HOME`` or ``~/.htcgrid``."""
+    return Path(os.environ.get(HOME_ENV) or Path.home() / ".htcgrid")
+
+
+def default_store_url() -> str:
+    """``$HTCGRID_STORE``, else the embedded grid's SQLite file in :func:`default_home`."""
+    return os.environ.get(STORE_ENV) or f"sqlite://{default_home() / 'grid.db'}"
+
+
+def open_backend(url: str) -> Backend:
+    """Open the store at ``url``; raise :class:`InvalidInput` naming the schemes we know."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise InvalidInput(f"malformed store URL {url!r}: expected 'sqlite:///path' or 'memory://'")
+    if scheme == "memory":
+        from htcgrid.backends.memory import MemoryBackend
+
+        return MemoryBackend()
+    if scheme == "sqlite":
+        from htcgrid.backends.sqlite import SqliteBackend
+
+        if not rest:
+            raise InvalidInput(f"store URL {url!r} names no file: use 'sqlite:///path/to/grid.db'")
+        return SqliteBackend(Path(rest))
+    raise InvalidInput(f"unknown store scheme {scheme!r} in {url!r}; known: memory, sqlite")

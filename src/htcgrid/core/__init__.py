@@ -1,0 +1,1 @@
+"""The pure core: model, states and transitions, retry policy, fair share. No I/O here."""
