@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import pickle
-from typing import Any
+from typing import Any, NamedTuple
 
 import cloudpickle
 import msgspec
 
 from htcgrid.core.errors import InvalidInput
 from htcgrid.core.model import Codec
+
+
+class Args(NamedTuple):
+    """A task input that calls the handler as ``handler(*args, **kwargs)`` instead of
+    ``handler(value)``; what ``Executor.submit(fn, a, b, k=v)`` sends."""
+
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+
 
 _msgpack_encoder = msgspec.msgpack.Encoder()
 _msgpack_decoder = msgspec.msgpack.Decoder()
@@ -46,3 +55,10 @@ def decode(data: bytes, codec: Codec) -> Any:
     if codec is Codec.MSGPACK:
         return _msgpack_decoder.decode(data)
     return data
+
+
+def call(handler: Any, value: Any) -> Any:
+    """Call a handler with a decoded task input, spreading :class:`Args` when given."""
+    if isinstance(value, Args):
+        return handler(*value.args, **value.kwargs)
+    return handler(value)

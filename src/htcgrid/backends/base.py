@@ -47,9 +47,18 @@ class LeaseKey:
 class Backend(Protocol):
     """A grid's state store. Methods are batched: one call, many tasks."""
 
-    url: str
-    capabilities: Capabilities
-    blobs: BlobStore
+    @property
+    def url(self) -> str:
+        """The URL the backend was opened with."""
+        ...
+
+    @property
+    def capabilities(self) -> Capabilities: ...
+
+    @property
+    def blobs(self) -> BlobStore:
+        """Where payloads and results above the inline limit are kept."""
+        ...
 
     # -- sessions -------------------------------------------------------------------------
     def create_session(self, session_id: str, spec: SessionSpec, now: float) -> SessionInfo:

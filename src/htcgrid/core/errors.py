@@ -1,4 +1,4 @@
-"""One exception root for the whole grid, with families callers can catch on either side of the wire."""
+"""One exception root for the grid, with families callers catch on either side of the wire."""
 
 from __future__ import annotations
 

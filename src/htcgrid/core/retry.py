@@ -33,9 +33,7 @@ def decide_failure(lease: Lease, error: ErrorInfo, now: float) -> Completion:
     )
 
 
-def decide_success(
-    lease: Lease, result: bytes | None, result_ref: str | None
-) -> Completion:
+def decide_success(lease: Lease, result: bytes | None, result_ref: str | None) -> Completion:
     """The completion for an attempt whose handler returned."""
     return Completion(
         task_id=lease.task_id,

@@ -1,0 +1,124 @@
+"""``htcgrid``: run an embedded grid, workers and a reaper; submit, inspect and cancel sessions."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from htcgrid.backends.registry import default_home
+from htcgrid.cli.demo import demo
+from htcgrid.cli.options import STORE_HELP, store_url
+from htcgrid.cli.sessions import cancel, delete, results, status, submit
+from htcgrid.core.errors import GridError
+
+
+class GridCommand(click.Group):
+    """Turns grid errors into one clear line and exit code 2 instead of a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except GridError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+
+@click.group(cls=GridCommand)
+@click.version_option(package_name="htcgrid")
+@click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
+def main(verbose: int) -> None:
+    """htcgrid: a high-throughput compute grid, from a laptop to a cluster."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+
+@main.command()
+@click.option(
+    "--home", type=click.Path(path_type=Path), help="Grid directory (default ~/.htcgrid)."
+)
+@click.option("--workers", type=click.IntRange(1), default=None, help="Worker processes [cores].")
+@click.option("--concurrency", type=click.IntRange(1), default=1, help="Executors per worker.")
+@click.option("--lease-ttl", type=click.FloatRange(0.5), default=15.0, help="Lease TTL, seconds.")
+@click.option("--no-pickle", is_flag=True, help="Refuse shipped functions and pickled inputs.")
+def up(
+    home: Path | None, workers: int | None, concurrency: int, lease_ttl: float, no_pickle: bool
+) -> None:
+    """Run the embedded grid in the foreground: store, reaper and workers. Ctrl-C drains."""
+    from htcgrid.embedded import EmbeddedGrid
+
+    grid = EmbeddedGrid(
+        home or default_home(),
+        workers=workers,
+        concurrency=concurrency,
+        lease_ttl_s=lease_ttl,
+        allow_pickle=not no_pickle,
+    ).start()
+    click.echo(
+        f"htcgrid up: store {grid.url}, {grid.workers} worker(s) x {concurrency} executor(s). "
+        "Ctrl-C to drain and stop."
+    )
+    stop = {"asked": False}
+
+    def on_signal(signum: int, frame: object) -> None:
+        stop["asked"] = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    while not stop["asked"]:
+        time.sleep(0.2)
+    click.echo("draining: no new tasks are claimed; running ones finish ...")
+    grid.stop()
+    click.echo("stopped.")
+
+
+@main.command()
+@click.option("--store", help=STORE_HELP)
+@click.option("--concurrency", type=click.IntRange(1), default=1, help="Executor processes.")
+@click.option("--lease-ttl", type=click.FloatRange(0.5), default=15.0, help="Lease TTL, seconds.")
+@click.option("--max-memory-mb", type=click.IntRange(16), default=None, help="Per executor.")
+@click.option("--no-pickle", is_flag=True, help="Refuse shipped functions and pickled inputs.")
+def worker(
+    store: str | None,
+    concurrency: int,
+    lease_ttl: float,
+    max_memory_mb: int | None,
+    no_pickle: bool,
+) -> None:
+    """Run a worker agent against a store until SIGTERM or Ctrl-C (then it drains)."""
+    from htcgrid.worker import WorkerSettings, run_worker
+
+    settings = WorkerSettings(
+        store_url=store_url(store),
+        concurrency=concurrency,
+        lease_ttl_s=lease_ttl,
+        max_memory_mb=max_memory_mb,
+        allow_pickle=not no_pickle,
+    )
+    run_worker(settings)
+
+
+@main.command()
+@click.option("--store", help=STORE_HELP)
+@click.option("--period", type=click.FloatRange(0.05), default=1.0, help="Seconds between passes.")
+def reaper(store: str | None, period: float) -> None:
+    """Run a reaper: expired leases become retries or failures. Several may run at once."""
+    from htcgrid.backends.registry import open_backend
+    from htcgrid.reaper import Reaper
+
+    backend = open_backend(store_url(store))
+    r = Reaper(backend, period)
+    signal.signal(signal.SIGTERM, lambda *_: r.stop())
+    try:
+        r.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        backend.close()
+
+
+for command in (submit, status, results, cancel, delete, demo):
+    main.add_command(command)

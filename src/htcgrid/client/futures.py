@@ -1,0 +1,107 @@
+"""Futures for tasks, resolved by one collector thread per session that streams finished tasks."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import threading
+from typing import Any
+
+from htcgrid.backends.base import Backend
+from htcgrid.client.payloads import outcome
+from htcgrid.core.model import TaskRecord
+
+log = logging.getLogger(__name__)
+
+
+class TaskFuture(concurrent.futures.Future[Any]):
+    """A :class:`concurrent.futures.Future` for one task, named by its stable ``task_id``."""
+
+    def __init__(self, task_id: str) -> None:
+        super().__init__()
+        self.task_id = task_id
+        self.set_running_or_notify_cancel()  # submitted tasks are running as far as Future goes
+
+    def __repr__(self) -> str:
+        return f"<TaskFuture {self.task_id} {self._state.lower()}>"
+
+
+class Collector:
+    """Streams a session's finished tasks (``Backend.finished``) and resolves their futures.
+
+    Futures are registered under ``lock`` together with the submit that created their tasks,
+    and records are dispatched under the same lock, so a task that finishes before its future
+    is registered is never missed.
+    """
+
+    def __init__(self, backend: Backend, session_id: str, page: int = 2000) -> None:
+        self.backend = backend
+        self.session_id = session_id
+        self.page = page
+        self.lock = threading.Lock()
+        self._futures: dict[str, TaskFuture] = {}
+        self._cursor = 0
+        self._wake = threading.Condition(self.lock)
+        self._is_closed = False
+        self._thread: threading.Thread | None = None
+
+    def register(self, futures: list[TaskFuture]) -> None:
+        """Track ``futures``; call with ``lock`` held, in the same critical section as submit."""
+        for f in futures:
+            self._futures[f.task_id] = f
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._run, name=f"htcgrid-collector-{self.session_id}", daemon=True
+            )
+            self._thread.start()
+        self._wake.notify_all()
+
+    @property
+    def unresolved(self) -> list[str]:
+        """Ids of the tasks whose futures are still waiting, in submission order."""
+        with self.lock:
+            return list(self._futures)
+
+    def close(self) -> None:
+        with self.lock:
+            self._is_closed = True
+            self._wake.notify_all()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while True:
+            with self.lock:
+                while not self._futures and not self._is_closed:
+                    self._wake.wait()
+                if self._is_closed:
+                    return
+            try:
+                self._poll()
+            except Exception:
+                log.exception("collecting results of session %s failed; retrying", self.session_id)
+                self.backend.wait_for_finished(self.session_id, self._cursor, 0.5)
+
+    def _poll(self) -> None:
+        records = self.backend.finished(self.session_id, self._cursor, self.page)
+        if not records:
+            self.backend.wait_for_finished(self.session_id, self._cursor, 0.2)
+            return
+        with self.lock:
+            resolved = [(self._futures.pop(r.task_id, None), r) for r in records]
+            last = records[-1].done_seq
+            self._cursor = last if last is not None else self._cursor + len(records)
+        for future, record in resolved:
+            if future is not None:
+                self._resolve(future, record)
+
+    def _resolve(self, future: TaskFuture, record: TaskRecord) -> None:
+        try:
+            ok, value = outcome(record, self.backend.blobs)
+        except Exception as exc:  # a result that cannot be decoded fails its future only
+            future.set_exception(exc)
+            return
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
