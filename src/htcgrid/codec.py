@@ -39,7 +39,7 @@ def encode(value: Any, codec: Codec) -> bytes:
     if codec is Codec.MSGPACK:
         try:
             return _msgpack_encoder.encode(value)
-        except (TypeError, msgspec.EncodeError) as exc:
+        except (TypeError, OverflowError, msgspec.EncodeError) as exc:
             raise InvalidInput(f"cannot encode {type(value).__name__} as msgpack: {exc}") from exc
     if isinstance(value, bytes | bytearray | memoryview):
         return bytes(value)

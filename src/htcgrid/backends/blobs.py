@@ -21,7 +21,7 @@ DEFAULT_INLINE_LIMIT = 64 * 1024
 
 def blob_key(session_id: str, name: str) -> str:
     """The key of blob ``name`` in ``session_id``."""
-    if "/" in name or name in {"", ".", ".."}:
+    if "/" in name or "\0" in name or name in {"", ".", ".."}:
         raise InvalidInput(f"malformed blob name {name!r}")
     return f"{check_session_id(session_id)}/{name}"
 
@@ -29,6 +29,18 @@ def blob_key(session_id: str, name: str) -> str:
 def new_blob_key(session_id: str, kind: str) -> str:
     """A fresh unique key for a blob of ``kind`` (input, output, handler) in ``session_id``."""
     return blob_key(session_id, f"{kind}-{uuid.uuid4().hex}")
+
+
+def split_blob_key(key: str) -> tuple[str, str]:
+    """Split a key into (session id, name), or raise :class:`InvalidInput` if it is malformed.
+
+    Every store checks keys with it, so a key can never name a path outside its session.
+    """
+    session_id, slash, name = key.partition("/")
+    if not slash:
+        raise InvalidInput(f"malformed blob key {key!r}")
+    blob_key(session_id, name)
+    return session_id, name
 
 
 class BlobStore(Protocol):
@@ -49,10 +61,12 @@ class MemoryBlobStore:
         self._lock = threading.Lock()
 
     def put(self, key: str, data: bytes) -> None:
+        split_blob_key(key)
         with self._lock:
             self._data[key] = bytes(data)
 
     def get(self, key: str) -> bytes:
+        split_blob_key(key)
         with self._lock:
             try:
                 return self._data[key]
@@ -78,10 +92,8 @@ class FileBlobStore:
         self.root.mkdir(parents=True, exist_ok=True)
 
     def _path(self, key: str) -> Path:
-        session_id, slash, name = key.partition("/")
-        if not slash:
-            raise InvalidInput(f"malformed blob key {key!r}")
-        return self.root / check_session_id(session_id) / blob_key(session_id, name).split("/")[1]
+        session_id, name = split_blob_key(key)
+        return self.root / session_id / name
 
     def put(self, key: str, data: bytes) -> None:
         path = self._path(key)

@@ -36,19 +36,23 @@ def plan_claim(candidates: list[Candidate], max_tasks: int) -> list[tuple[str, i
 
 
 def _share_level(level: list[Candidate], budget: int) -> list[tuple[str, int]]:
-    """Water-fill ``budget`` across one priority level; earlier sessions get the remainder."""
+    """Water-fill ``budget`` across one priority level; earlier sessions get the remainder.
+
+    Sessions wanting no more than an equal share take all they want first; what is left is
+    then split equally among the rest, whose takes so differ by at most one task.
+    """
     taken = dict.fromkeys((c.session_id for c in level), 0)
     active = list(level)
     while budget > 0 and active:
-        each, extra = divmod(budget, len(active))
-        still: list[Candidate] = []
-        for i, c in enumerate(active):
-            want = each + (1 if i < extra else 0)
-            room = c.pending - taken[c.session_id]
-            got = min(want, room)
-            taken[c.session_id] += got
-            budget -= got
-            if taken[c.session_id] < c.pending:
-                still.append(c)
-        active = still
+        each = budget // len(active)
+        small = [c for c in active if c.pending <= each]
+        if not small:
+            extra = budget - each * len(active)
+            for i, c in enumerate(active):
+                taken[c.session_id] = each + (1 if i < extra else 0)
+            break
+        for c in small:
+            taken[c.session_id] = c.pending
+            budget -= c.pending
+        active = [c for c in active if c.pending > each]
     return [(c.session_id, taken[c.session_id]) for c in level if taken[c.session_id] > 0]

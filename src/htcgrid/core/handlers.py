@@ -16,7 +16,7 @@ from enum import StrEnum
 
 from htcgrid.core.errors import InvalidInput
 
-_IMPORT_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+_IMPORT_RE = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
 
 
 class HandlerKind(StrEnum):
@@ -44,7 +44,7 @@ class HandlerRef:
 
 def import_handler(path: str) -> str:
     """Reference to an importable function, ``"pkg.module:function"``."""
-    if not _IMPORT_RE.match(path):
+    if not _IMPORT_RE.fullmatch(path):
         raise InvalidInput(f"malformed handler {path!r}: expected 'package.module:function'")
     return f"{HandlerKind.IMPORT.value}:{path}"
 
@@ -73,13 +73,19 @@ def parse_handler(ref: str) -> HandlerRef:
         ) from None
     if not sep or not target:
         raise InvalidInput(f"malformed handler reference {ref!r}: nothing after '{kind_text}:'")
-    if kind is HandlerKind.IMPORT and not _IMPORT_RE.match(target):
+    if kind is HandlerKind.IMPORT and not _IMPORT_RE.fullmatch(target):
         raise InvalidInput(f"malformed handler {target!r}: expected 'package.module:function'")
     if kind is HandlerKind.COMMAND:
         try:
             argv = json.loads(target)
         except ValueError:
             raise InvalidInput(f"malformed command handler {target!r}: not a JSON list") from None
-        if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
-            raise InvalidInput(f"malformed command handler {target!r}: not a list of strings")
+        if (
+            not isinstance(argv, list)
+            or not argv
+            or not all(isinstance(a, str) and a for a in argv)
+        ):
+            raise InvalidInput(
+                f"malformed command handler {target!r}: not a list of non-empty strings"
+            )
     return HandlerRef(kind, target)

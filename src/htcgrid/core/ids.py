@@ -11,7 +11,8 @@ import secrets
 
 from htcgrid.core.errors import InvalidInput
 
-_SESSION_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_SESSION_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_INDEX_RE = re.compile(r"0|[1-9][0-9]*")  # ASCII and canonical: the inverse of task_id
 
 
 def new_session_id() -> str:
@@ -21,7 +22,7 @@ def new_session_id() -> str:
 
 def check_session_id(session_id: str) -> str:
     """Return ``session_id`` unchanged, or raise :class:`InvalidInput` if it is malformed."""
-    if not isinstance(session_id, str) or not _SESSION_RE.match(session_id):
+    if not isinstance(session_id, str) or not _SESSION_RE.fullmatch(session_id):
         raise InvalidInput(
             f"malformed session id {session_id!r}: use 1-64 letters, digits, '-' or '_'"
         )
@@ -36,6 +37,6 @@ def task_id(session_id: str, index: int) -> str:
 def split_task_id(tid: str) -> tuple[str, int]:
     """Split a task id into (session id, index), or raise :class:`InvalidInput`."""
     session_id, dot, index = tid.rpartition(".")
-    if not dot or not index.isdigit():
+    if not dot or not _INDEX_RE.fullmatch(index):
         raise InvalidInput(f"malformed task id {tid!r}: expected '<session id>.<index>'")
     return check_session_id(session_id), int(index)

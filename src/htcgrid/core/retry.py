@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from htcgrid.core.model import Completion, ErrorInfo, FailureKind, Lease
 from htcgrid.core.states import TaskState
 
@@ -13,7 +15,11 @@ def backoff_s(base_s: float, attempt: int) -> float:
     """Delay before the retry that follows ``attempt``: ``base * 2**(attempt-1)``, capped."""
     if base_s <= 0:
         return 0.0
-    return float(min(MAX_BACKOFF_S, base_s * 2.0 ** max(0, attempt - 1)))
+    try:
+        delay = math.ldexp(base_s, max(0, attempt - 1))
+    except OverflowError:  # a long-retried task: far past the cap, not an error
+        return MAX_BACKOFF_S
+    return float(min(MAX_BACKOFF_S, delay))
 
 
 def decide_failure(lease: Lease, error: ErrorInfo, now: float) -> Completion:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from enum import IntEnum
 
-from htcgrid.core.errors import InvalidTransition
+from htcgrid.core.errors import InvalidInput, InvalidTransition
 
 
 class TaskState(IntEnum):
@@ -59,4 +59,4 @@ def parse_state(text: str) -> TaskState:
         return TaskState[text.strip().upper()]
     except KeyError:
         names = ", ".join(s.label for s in TaskState)
-        raise ValueError(f"unknown task state {text!r}; expected one of {names}") from None
+        raise InvalidInput(f"unknown task state {text!r}; expected one of {names}") from None
