@@ -1,4 +1,4 @@
-"""Handlers the integration tests run on real workers (importable as ``tests.integration.handlers``)."""
+"""Handlers the integration tests run on real workers (``tests.integration.handlers``)."""
 
 from __future__ import annotations
 

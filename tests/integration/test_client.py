@@ -117,7 +117,7 @@ def test_bad_input_is_refused_at_the_edge_and_changes_nothing(grid: htcgrid.Grid
     with pytest.raises(htcgrid.InvalidInput, match="max_attempts"):
         grid.session(max_attempts=0)
     with grid.session() as session:
-        with pytest.raises(htcgrid.InvalidInput, match="package.module:function"):
+        with pytest.raises(htcgrid.InvalidInput, match=r"package\.module:function"):
             session.submit("not a handler", 1)
         with pytest.raises(htcgrid.InvalidInput, match="handler must be"):
             session.submit(42, 1)  # type: ignore[arg-type]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -97,7 +98,8 @@ def status(session_id: str | None, store: str | None) -> None:
         name = info.spec.name + (" (cancelled)" if info.is_cancelled else "")
         row = [str(counts[s]) for s in _STATES]
         table.add_row(info.session_id, name, str(info.spec.priority), *row, str(info.counts.total))
-    Console().print(table)
+    # when piped, don't squeeze the ids to 80 columns: scripts read this
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
 
 
 _STATES = ("pending", "running", "succeeded", "failed", "cancelled")
