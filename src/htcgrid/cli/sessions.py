@@ -120,7 +120,7 @@ def results(session_id: str, should_wait: bool, store: str | None) -> None:
         cursor = 0
         while records := grid.backend.finished(session_id, cursor, 2000):
             for record in records:
-                click.echo(_result_line(session._result(record)))
+                click.echo(_result_line(session.result_of(record)))
             cursor = records[-1].done_seq or cursor + len(records)
 
 

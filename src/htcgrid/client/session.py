@@ -159,7 +159,7 @@ class Session:
         while True:
             records = self.backend.finished(self.session_id, cursor, page)
             for record in records:
-                yield self._result(record)
+                yield self.result_of(record)
             if records:
                 cursor = records[-1].done_seq or cursor + len(records)
                 continue
@@ -171,7 +171,8 @@ class Session:
                 raise TimeoutError(f"session {self.session_id}: {counts.as_dict()}")
             self.backend.wait_for_finished(self.session_id, cursor, min(left or 1.0, 1.0))
 
-    def _result(self, record: TaskRecord) -> TaskResult:
+    def result_of(self, record: TaskRecord) -> TaskResult:
+        """Decode a stored record of this session into a :class:`TaskResult`."""
         ok, value = outcome(record, self.backend.blobs)
         if ok:
             return TaskResult(record.task_id, record.state, value=value)
@@ -180,7 +181,7 @@ class Session:
     def get(self, task_ids: Sequence[str]) -> list[TaskResult | None]:
         """Results of the given tasks, None for those not finished yet."""
         return [
-            self._result(r) if r.state.is_terminal else None for r in self.backend.tasks(task_ids)
+            self.result_of(r) if r.state.is_terminal else None for r in self.backend.tasks(task_ids)
         ]
 
     def counts(self) -> Counts:
