@@ -145,6 +145,8 @@ def connect(
     if start_workers and url.startswith("sqlite://"):
         store = Path(url.removeprefix("sqlite://"))
         if not is_serving(store):
-            embedded = EmbeddedGrid(store_path=store, workers=workers).start()
+            embedded = EmbeddedGrid(
+                store_path=store, workers=workers, log_dir=store.parent / "logs"
+            ).start()
             atexit.register(embedded.stop)
     return Grid(backend, inline_limit=inline_limit, embedded=embedded)
