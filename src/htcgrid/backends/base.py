@@ -89,7 +89,8 @@ class Backend(Protocol):
         """Move up to ``max_tasks`` claimable tasks to running under fresh leases.
 
         Claimable: pending with ``not_before <= now``. Split between sessions by
-        :func:`htcgrid.core.fairshare.plan_claim`; within a session, oldest first. Each claim
+        :func:`htcgrid.core.fairshare.plan_claim`; within a session, lowest submission index
+        first (a retry keeps its place ahead of tasks submitted after it). Each claim
         increments the attempt number. No task is ever handed to two claims at once.
         """
         ...
@@ -103,7 +104,9 @@ class Backend(Protocol):
 
     def complete(self, completions: Sequence[Completion], now: float) -> list[bool]:
         """Apply attempt outcomes, each only if that (worker, attempt) still holds the task
-        running. False marks a rejected late completion, which changes nothing."""
+        running. False marks a rejected late completion, which changes nothing. A failure adds
+        one to its kind's counter (REFUSED counts as an error). An outcome the transition
+        table forbids raises InvalidTransition before anything of the batch is applied."""
         ...
 
     def expired(self, now: float, limit: int) -> list[Lease]:

@@ -6,16 +6,16 @@ inside one process. It is neither durable nor shared between processes.
 
 from __future__ import annotations
 
+import heapq
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from itertools import islice
 
 from htcgrid.backends.base import Capabilities, LeaseKey
 from htcgrid.backends.blobs import MemoryBlobStore
 from htcgrid.core.errors import InvalidInput, NotFound
 from htcgrid.core.fairshare import Candidate, plan_claim
-from htcgrid.core.ids import split_task_id, task_id
+from htcgrid.core.ids import check_session_id, split_task_id, task_id
 from htcgrid.core.model import (
     Claim,
     Completion,
@@ -63,7 +63,7 @@ class _Session:
     is_cancelled: bool = False
     last_served: float = 0.0
     tasks: list[_Task] = field(default_factory=list)
-    pending: dict[int, None] = field(default_factory=dict)  # insertion-ordered set
+    pending: list[int] = field(default_factory=list)  # heap of indexes; stale ones skipped
     finished: list[int] = field(default_factory=list)  # task indexes by done_seq - 1
     counts: dict[TaskState, int] = field(default_factory=lambda: dict.fromkeys(TaskState, 0))
 
@@ -83,6 +83,7 @@ class MemoryBackend:
     # -- sessions -------------------------------------------------------------------------
     def create_session(self, session_id: str, spec: SessionSpec, now: float) -> SessionInfo:
         with self._lock:
+            check_session_id(session_id)
             if session_id in self._sessions:
                 raise InvalidInput(f"session {session_id} already exists")
             s = self._sessions[session_id] = _Session(session_id, spec, now)
@@ -109,27 +110,26 @@ class MemoryBackend:
             if s.is_cancelled:
                 raise InvalidInput(f"session {session_id} is cancelled; it takes no new tasks")
             first = len(s.tasks)
-            for i, t in enumerate(tasks, start=first):
-                s.tasks.append(_Task(i, t, now))
-                s.pending[i] = None
-            s.counts[TaskState.PENDING] += len(tasks)
+            new = [_Task(i, t, now) for i, t in enumerate(list(tasks), start=first)]
+            s.tasks.extend(new)
+            s.pending.extend(t.index for t in new)  # ascending past every index already there
+            s.counts[TaskState.PENDING] += len(new)
             self._changed.notify_all()
             return [task_id(session_id, i) for i in range(first, len(s.tasks))]
 
     def claim(self, worker_id: str, max_tasks: int, lease_ttl_s: float, now: float) -> list[Claim]:
         with self._lock:
             candidates = [
-                Candidate(s.session_id, s.spec.priority, len(s.pending), s.last_served)
+                Candidate(s.session_id, s.spec.priority, pending, s.last_served)
                 for s in self._sessions.values()
-                if s.pending
+                if (pending := s.counts[TaskState.PENDING])
             ]
             claims: list[Claim] = []
             for session_id, n in plan_claim(candidates, max_tasks):
                 s = self._sessions[session_id]
                 s.last_served = now
-                ready = (i for i in s.pending if s.tasks[i].not_before <= now)
-                for index in list(islice(ready, n)):
-                    claims.append(self._start(s, s.tasks[index], worker_id, now + lease_ttl_s))
+                for t in self._oldest_claimable(s, n, now):
+                    claims.append(self._start(s, t, worker_id, now + lease_ttl_s))
             return claims
 
     def renew(
@@ -199,7 +199,7 @@ class MemoryBackend:
     # -- wake-ups -------------------------------------------------------------------------
     def wait_for_work(self, timeout_s: float) -> None:
         with self._changed:
-            if not any(s.pending for s in self._sessions.values()):
+            if not any(s.counts[TaskState.PENDING] for s in self._sessions.values()):
                 self._changed.wait(timeout_s)
 
     def wait_for_finished(self, session_id: str, after: int, timeout_s: float) -> None:
@@ -233,14 +233,28 @@ class MemoryBackend:
         is_held = t.state is TaskState.RUNNING and t.worker_id == worker_id and t.attempt == attempt
         return t if is_held else None
 
+    def _oldest_claimable(self, s: _Session, n: int, now: float) -> list[_Task]:
+        """Pop up to ``n`` pending tasks due by ``now``, lowest index first."""
+        taken: list[_Task] = []
+        not_due: list[int] = []
+        while s.pending and len(taken) < n:
+            t = s.tasks[heapq.heappop(s.pending)]
+            if t.state is not TaskState.PENDING:
+                continue  # stale entry: claimed or cancelled since it was pushed
+            if t.not_before <= now:
+                taken.append(t)
+            else:
+                not_due.append(t.index)
+        for index in not_due:
+            heapq.heappush(s.pending, index)
+        return taken
+
     def _move(self, s: _Session, t: _Task, dst: TaskState) -> None:
         check_transition(t.state, dst)
         s.counts[t.state] -= 1
         s.counts[dst] += 1
-        if t.state is TaskState.PENDING:
-            del s.pending[t.index]
         if dst is TaskState.PENDING:
-            s.pending[t.index] = None
+            heapq.heappush(s.pending, t.index)
         t.state = dst
 
     def _start(self, s: _Session, t: _Task, worker_id: str, lease_expiry: float) -> Claim:
@@ -272,6 +286,8 @@ class MemoryBackend:
     def _apply(
         self, completions: Sequence[Completion], now: float, require_expired: bool
     ) -> list[bool]:
+        for c in completions:  # refuse a forbidden outcome before applying any of the batch
+            check_transition(TaskState.RUNNING, c.state)
         with self._changed:
             accepted: list[bool] = []
             for c in completions:
