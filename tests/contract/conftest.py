@@ -1,7 +1,8 @@
 """The one place that knows which backends exist: every contract test runs against each.
 
-A new backend joins the suite by adding a name to ``BACKENDS`` and a branch to ``open_store``;
-the tests themselves use only the port and its declared capabilities.
+A new backend joins the suite by adding its name to ``BACKENDS`` and a branch to
+:func:`tests.stores.open_store`; the tests themselves use only the port and its declared
+capabilities.
 """
 
 from __future__ import annotations
@@ -12,21 +13,9 @@ from pathlib import Path
 import pytest
 
 from htcgrid.backends.base import Backend
+from tests.stores import open_store
 
 BACKENDS = ("memory", "sqlite")
-
-
-def open_store(name: str, tmp_path: Path) -> Backend:
-    """A fresh, empty store of backend ``name``, keeping any files under ``tmp_path``."""
-    if name == "memory":
-        from htcgrid.backends.memory import MemoryBackend
-
-        return MemoryBackend()
-    if name == "sqlite":
-        from htcgrid.backends.sqlite import SqliteBackend
-
-        return SqliteBackend(tmp_path / "grid.db")
-    raise ValueError(f"no such backend {name!r}")
 
 
 @pytest.fixture(params=BACKENDS)

@@ -124,3 +124,39 @@ def test_task_timeout_overrides_the_session_default(backend: Backend) -> None:
     backend.submit("none", [NewTask(handler=HANDLER)], T0)
     timeouts = {c.task_id: c.timeout_s for c in backend.claim("w", 10, 30.0, T0)}
     assert timeouts == {"s.0": 7.0, "s.1": 1.5, "none.0": None}
+
+
+def test_a_retried_batch_key_returns_the_first_ids_and_adds_nothing(backend: Backend) -> None:
+    open_session(backend, "s")
+    first = backend.submit("s", new_tasks(3), T0, batch_key="k1")
+    again = backend.submit("s", new_tasks(3), T0, batch_key="k1")
+    assert again == first == ["s.0", "s.1", "s.2"]
+    assert backend.counts("s") == Counts(pending=3)
+    assert backend.submit("s", new_tasks(1), T0, batch_key="k2") == ["s.3"]
+    assert backend.counts("s") == Counts(pending=4)
+
+
+def test_batch_keys_are_per_session(backend: Backend) -> None:
+    open_session(backend, "a")
+    open_session(backend, "b")
+    assert backend.submit("a", new_tasks(1), T0, batch_key="k") == ["a.0"]
+    assert backend.submit("b", new_tasks(2), T0, batch_key="k") == ["b.0", "b.1"]
+
+
+def test_a_batch_key_reused_for_another_batch_size_is_refused(backend: Backend) -> None:
+    open_session(backend, "s")
+    backend.submit("s", new_tasks(2), T0, batch_key="k")
+    with pytest.raises(InvalidInput, match="new key"):
+        backend.submit("s", new_tasks(5), T0, batch_key="k")
+    assert backend.counts("s") == Counts(pending=2)
+
+
+def test_a_retried_batch_is_answered_even_after_the_session_is_cancelled(
+    backend: Backend,
+) -> None:
+    open_session(backend, "s")
+    ids = backend.submit("s", new_tasks(2), T0, batch_key="k")
+    backend.cancel("s", None, T0)
+    assert backend.submit("s", new_tasks(2), T0, batch_key="k") == ids
+    with pytest.raises(InvalidInput, match="cancelled"):
+        backend.submit("s", new_tasks(2), T0, batch_key="other")

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from htcgrid.backends.blobs import BlobStore
+from htcgrid.core.errors import InvalidInput
 from htcgrid.core.model import (
     Claim,
     Completion,
@@ -41,6 +42,15 @@ class LeaseKey:
 
     task_id: str
     attempt: int
+
+
+def check_batch_size(batch_key: str, accepted: int, offered: int) -> None:
+    """A retried batch must be the batch first accepted under its key: at least its size."""
+    if accepted != offered:
+        raise InvalidInput(
+            f"batch key {batch_key!r} was used for a batch of {accepted} task(s), "
+            f"not {offered}: use a new key for a new batch"
+        )
 
 
 @runtime_checkable
@@ -78,10 +88,20 @@ class Backend(Protocol):
         ...
 
     # -- tasks ----------------------------------------------------------------------------
-    def submit(self, session_id: str, tasks: Sequence[NewTask], now: float) -> list[str]:
+    def submit(
+        self,
+        session_id: str,
+        tasks: Sequence[NewTask],
+        now: float,
+        *,
+        batch_key: str | None = None,
+    ) -> list[str]:
         """Add pending tasks, all or none; return their ids in order.
 
-        NotFound if the session is absent, InvalidInput if it is cancelled.
+        With a ``batch_key``, a batch already accepted under that key in this session is not
+        added again: the ids of the first acceptance are returned, so a client may retry a
+        submit whose answer it lost without duplicating tasks. NotFound if the session is
+        absent, InvalidInput if it is cancelled or the key was used for a batch of another size.
         """
         ...
 

@@ -11,7 +11,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from htcgrid.backends.base import Capabilities, LeaseKey
+from htcgrid.backends.base import Capabilities, LeaseKey, check_batch_size
 from htcgrid.backends.blobs import MemoryBlobStore
 from htcgrid.core.errors import InvalidInput, NotFound
 from htcgrid.core.fairshare import Candidate, plan_claim
@@ -66,6 +66,7 @@ class _Session:
     pending: list[int] = field(default_factory=list)  # heap of indexes; stale ones skipped
     finished: list[int] = field(default_factory=list)  # task indexes by done_seq - 1
     counts: dict[TaskState, int] = field(default_factory=lambda: dict.fromkeys(TaskState, 0))
+    batches: dict[str, tuple[int, int]] = field(default_factory=dict)  # key -> (first, count)
 
 
 class MemoryBackend:
@@ -104,13 +105,27 @@ class MemoryBackend:
         self.blobs.delete_session(session_id)
 
     # -- tasks ----------------------------------------------------------------------------
-    def submit(self, session_id: str, tasks: Sequence[NewTask], now: float) -> list[str]:
+    def submit(
+        self,
+        session_id: str,
+        tasks: Sequence[NewTask],
+        now: float,
+        *,
+        batch_key: str | None = None,
+    ) -> list[str]:
         with self._changed:
             s = self._session(session_id)
+            tasks = list(tasks)
+            if batch_key is not None and batch_key in s.batches:
+                first, count = s.batches[batch_key]
+                check_batch_size(batch_key, count, len(tasks))
+                return [task_id(session_id, i) for i in range(first, first + count)]
             if s.is_cancelled:
                 raise InvalidInput(f"session {session_id} is cancelled; it takes no new tasks")
             first = len(s.tasks)
-            new = [_Task(i, t, now) for i, t in enumerate(list(tasks), start=first)]
+            new = [_Task(i, t, now) for i, t in enumerate(tasks, start=first)]
+            if batch_key is not None:
+                s.batches[batch_key] = (first, len(new))
             s.tasks.extend(new)
             s.pending.extend(t.index for t in new)  # ascending past every index already there
             s.counts[TaskState.PENDING] += len(new)

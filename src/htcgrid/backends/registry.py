@@ -1,4 +1,5 @@
-"""Open a backend from its URL: ``memory://`` or ``sqlite:///path/to/grid.db``."""
+"""Open a backend from its URL: ``memory://``, ``sqlite:///path/to/grid.db``,
+``redis://host:6379/0`` (``rediss://`` for TLS) or ``postgresql://user@host/db``."""
 
 from __future__ import annotations
 
@@ -39,4 +40,15 @@ def open_backend(url: str) -> Backend:
         if not rest:
             raise InvalidInput(f"store URL {url!r} names no file: use 'sqlite:///path/to/grid.db'")
         return SqliteBackend(Path(rest))
-    raise InvalidInput(f"unknown store scheme {scheme!r} in {url!r}; known: memory, sqlite")
+    if scheme in ("redis", "rediss"):
+        from htcgrid.backends.redis import RedisBackend
+
+        return RedisBackend.from_url(url)
+    if scheme in ("postgresql", "postgres"):
+        from htcgrid.backends.postgres import PostgresBackend
+
+        return PostgresBackend.from_url(url)
+    raise InvalidInput(
+        f"unknown store scheme {scheme!r} in {url!r}; known: memory, sqlite, redis, rediss, "
+        "postgresql"
+    )

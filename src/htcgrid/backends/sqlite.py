@@ -26,7 +26,7 @@ from typing import Any
 
 import msgspec
 
-from htcgrid.backends.base import Capabilities, LeaseKey
+from htcgrid.backends.base import Capabilities, LeaseKey, check_batch_size
 from htcgrid.backends.blobs import BlobStore, FileBlobStore
 from htcgrid.core.errors import BackendUnavailable, InvalidInput, NotFound
 from htcgrid.core.fairshare import Candidate, plan_claim
@@ -105,6 +105,13 @@ _SCHEMA = (
     f"CREATE INDEX tasks_pending ON tasks(sid) WHERE state = {_PENDING}",
     f"CREATE INDEX tasks_running ON tasks(lease_expiry) WHERE state = {_RUNNING}",
     "CREATE INDEX tasks_finished ON tasks(sid, done_seq) WHERE done_seq IS NOT NULL",
+    """CREATE TABLE batches (
+        sid INTEGER NOT NULL,
+        batch_key TEXT NOT NULL,
+        first_index INTEGER NOT NULL,
+        count INTEGER NOT NULL,
+        PRIMARY KEY (sid, batch_key)
+    ) WITHOUT ROWID""",
 )
 
 _SESSION_COLUMNS = (
@@ -298,11 +305,19 @@ class SqliteBackend:
         with self._write() as conn:
             sid = self._sid(conn, session_id)
             conn.execute("DELETE FROM tasks WHERE key BETWEEN ? AND ?", _key_range(sid))
+            conn.execute("DELETE FROM batches WHERE sid = ?", (sid,))
             conn.execute("DELETE FROM sessions WHERE sid = ?", (sid,))
         self._blobs.delete_session(session_id)
 
     # -- tasks ----------------------------------------------------------------------------
-    def submit(self, session_id: str, tasks: Sequence[NewTask], now: float) -> list[str]:
+    def submit(
+        self,
+        session_id: str,
+        tasks: Sequence[NewTask],
+        now: float,
+        *,
+        batch_key: str | None = None,
+    ) -> list[str]:
         with self._write() as conn:
             row = conn.execute(
                 "SELECT sid, is_cancelled, next_index, spec FROM sessions WHERE session_id = ?",
@@ -311,6 +326,14 @@ class SqliteBackend:
             if row is None:
                 raise NotFound(f"no session {session_id}")
             sid, is_cancelled, first, spec_bytes = row
+            if batch_key is not None:
+                seen = conn.execute(
+                    "SELECT first_index, count FROM batches WHERE sid = ? AND batch_key = ?",
+                    (sid, batch_key),
+                ).fetchone()
+                if seen is not None:
+                    check_batch_size(batch_key, seen[1], len(tasks))
+                    return [task_id(session_id, i) for i in range(seen[0], seen[0] + seen[1])]
             if is_cancelled:
                 raise InvalidInput(f"session {session_id} is cancelled; it takes no new tasks")
             default_timeout_s = self._spec_decoder.decode(spec_bytes).timeout_s
@@ -331,6 +354,11 @@ class SqliteBackend:
             if first + len(rows) > _MAX_INDEX:
                 raise InvalidInput(f"session {session_id} cannot hold more tasks")
             conn.executemany(_INSERT_TASK, rows)
+            if batch_key is not None:
+                conn.execute(
+                    "INSERT INTO batches (sid, batch_key, first_index, count) VALUES (?, ?, ?, ?)",
+                    (sid, batch_key, first, len(rows)),
+                )
             conn.execute(
                 "UPDATE sessions SET next_index = next_index + ?1, n_pending = n_pending + ?1"
                 " WHERE sid = ?2",
