@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import concurrent.futures
 import time
+import uuid
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from itertools import islice
 from typing import Any
 
 from htcgrid.backends.base import Backend
 from htcgrid.client.futures import Collector, TaskFuture
 from htcgrid.client.payloads import Handler, HandlerRefs, new_task, outcome
+from htcgrid.client.reconnect import retrying
 from htcgrid.codec import Args
 from htcgrid.core.errors import InvalidInput
 from htcgrid.core.model import Codec, Counts, SessionInfo, TaskRecord
@@ -114,8 +117,12 @@ class Session:
             )
             for v in values
         ]
+        key = uuid.uuid4().hex  # the same key on every retry: a lost answer adds no duplicates
         with self._collector.lock:
-            ids = self.backend.submit(self.session_id, tasks, time.time())
+            ids = retrying(
+                lambda: self.backend.submit(self.session_id, tasks, time.time(), batch_key=key),
+                f"submit to {self.session_id}",
+            )
             futures = [TaskFuture(tid) for tid in ids]
             self._collector.register(futures)
         return futures
@@ -157,7 +164,8 @@ class Session:
         deadline = None if timeout is None else time.monotonic() + timeout
         cursor = 0
         while True:
-            records = self.backend.finished(self.session_id, cursor, page)
+            read = partial(self.backend.finished, self.session_id, cursor, page)
+            records = retrying(read, "results")
             for record in records:
                 yield self.result_of(record)
             if records:
@@ -186,7 +194,7 @@ class Session:
 
     def counts(self) -> Counts:
         """Tasks of the session per state, from the store."""
-        return self.backend.counts(self.session_id)
+        return retrying(lambda: self.backend.counts(self.session_id), "counts")
 
     def wait(self, timeout: float | None = None) -> WaitResult:
         """Block until every task of the session is finished or ``timeout`` seconds pass;
@@ -204,7 +212,9 @@ class Session:
     def cancel(self, task_ids: Sequence[str] | None = None) -> int:
         """Cancel the session (or only ``task_ids``): pending tasks never run, running ones are
         stopped on their workers, finished ones are untouched. Return how many were cancelled."""
-        return self.backend.cancel(self.session_id, task_ids, time.time())
+        return retrying(
+            lambda: self.backend.cancel(self.session_id, task_ids, time.time()), "cancel"
+        )
 
     def info(self) -> SessionInfo:
         return self.backend.get_session(self.session_id)
