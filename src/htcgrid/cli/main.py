@@ -33,7 +33,9 @@ class GridCommand(click.Group):
 def main(verbose: int) -> None:
     """htcgrid: a high-throughput compute grid, from a laptop to a cluster."""
     level = logging.WARNING - 10 * min(verbose, 2)
-    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s"
+    )
 
 
 @main.command()
@@ -81,24 +83,33 @@ def up(
 @click.option("--lease-ttl", type=click.FloatRange(0.5), default=15.0, help="Lease TTL, seconds.")
 @click.option("--max-memory-mb", type=click.IntRange(16), default=None, help="Per executor.")
 @click.option("--no-pickle", is_flag=True, help="Refuse shipped functions and pickled inputs.")
+@click.option("--worker-id", default=None, help="Name in leases and logs [host-pid-random].")
+@click.option("--drain-timeout", type=click.FloatRange(0), default=60.0, help="Seconds.")
+@click.option("--log-level", default="INFO", show_default=True, help="htcgrid log level.")
 def worker(
     store: str | None,
     concurrency: int,
     lease_ttl: float,
     max_memory_mb: int | None,
     no_pickle: bool,
+    worker_id: str | None,
+    drain_timeout: float,
+    log_level: str,
 ) -> None:
     """Run a worker agent against a store until SIGTERM or Ctrl-C (then it drains)."""
     from htcgrid.worker import WorkerSettings, run_worker
 
+    logging.getLogger("htcgrid").setLevel(log_level.upper())
     settings = WorkerSettings(
         store_url=store_url(store),
         concurrency=concurrency,
         lease_ttl_s=lease_ttl,
         max_memory_mb=max_memory_mb,
         allow_pickle=not no_pickle,
+        worker_id=worker_id,
+        drain_timeout_s=drain_timeout,
     )
-    run_worker(settings)
+    raise SystemExit(run_worker(settings))
 
 
 @main.command()

@@ -1,0 +1,267 @@
+"""The agent: claims attempts in batches, feeds the executor pool, completes in groups.
+
+One loop turn: claim while the pool has room, dispatch whole batches to executors, wait on
+their channels (and process sentinels) for outcomes, stop attempts that overran or were lost,
+then complete everything gathered in one store call. Heartbeats run on a thread of their own
+and user code only in executors, so neither can starve the other.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import threading
+import time
+from multiprocessing.connection import wait
+
+from htcgrid.backends.base import Backend
+from htcgrid.backends.blobs import new_blob_key
+from htcgrid.backends.registry import open_backend
+from htcgrid.core.errors import GridError
+from htcgrid.core.model import Claim, Codec, Completion, ErrorInfo, FailureKind, Lease
+from htcgrid.core.retry import decide_failure, decide_success
+from htcgrid.worker.executor import Attempt
+from htcgrid.worker.handlers import type_name
+from htcgrid.worker.heartbeat import Heartbeat, InFlight
+from htcgrid.worker.pool import ExecutorPool, WorkerStats
+from htcgrid.worker.protocol import Work
+from htcgrid.worker.settings import WorkerSettings, default_worker_id
+
+log = logging.getLogger(__name__)
+
+_PICKLE_PREFIX = "pickle:"
+#: Wait after a claim that returned fewer tasks than asked, before claiming again.
+SHORT_CLAIM_PAUSE_S = 0.02
+_MAX_WAIT_S = 1.0
+_HANDLER_CACHE_SIZE = 64
+
+
+class Worker:
+    """An agent process with ``settings.concurrency`` executor processes.
+
+    ``run()`` blocks until :meth:`stop`. A given ``backend`` is shared with the heartbeat
+    thread, so it must be thread-safe; without one the worker opens two from the store URL.
+    """
+
+    def __init__(self, settings: WorkerSettings, backend: Backend | None = None) -> None:
+        self.settings = settings
+        self.worker_id = settings.worker_id or default_worker_id()
+        self.stats = WorkerStats()
+        self.is_drained = False  # run() returned after finishing every attempt it held
+        self._given_backend = backend
+        self._backend: Backend | None = None
+        self._pool = ExecutorPool(
+            self.worker_id,
+            settings.concurrency,
+            settings.max_memory_mb,
+            settings.max_batch,
+            self.stats,
+        )
+        self._done: list[Completion] = []  # gathered this turn, completed at its end
+        self._in_flight = InFlight()
+        self._handler_blobs: dict[str, bytes] = {}
+        self._next_claim_at = 0.0
+        self._stopping = threading.Event()
+        self._killing = threading.Event()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+
+    def stop(self) -> None:
+        """Drain: claim no more, finish and complete what is held. A second call aborts."""
+        if self._stopping.is_set():
+            self._killing.set()
+        self._stopping.set()
+        self._wake()
+
+    def run(self) -> None:
+        """Serve until stopped; held attempts are finished unless the drain is aborted."""
+        s = self.settings
+        backend = self._given_backend or open_backend(s.store_url)
+        beat_backend = self._given_backend or open_backend(s.store_url)
+        self._backend = backend
+        heartbeat = Heartbeat(
+            beat_backend, self.worker_id, self._in_flight, s.lease_ttl_s, self._wake
+        )
+        is_drained = False
+        try:
+            self._pool.start()
+            heartbeat.start()
+            log.info(
+                "worker %s serving %s with %d executor(s)",
+                self.worker_id,
+                s.store_url,
+                s.concurrency,
+                extra={"worker_id": self.worker_id},
+            )
+            is_drained = self._loop()
+        finally:
+            heartbeat.stop()
+            self._pool.close(graceful=is_drained)
+            if self._given_backend is None:
+                backend.close()
+                beat_backend.close()
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+        self.is_drained = is_drained
+        log.info("worker %s stopped: %s", self.worker_id, self.stats)
+
+    def _wake(self) -> None:
+        with contextlib.suppress(OSError):  # a full pipe means it is awake already
+            os.write(self._wake_w, b"x")
+
+    # -- the loop -------------------------------------------------------------------------
+    def _loop(self) -> bool:
+        """Turn until stopped; True when every held attempt was finished and completed."""
+        drain_deadline = math.inf
+        while True:
+            if self._killing.is_set():
+                log.warning("worker %s: stop repeated, abandoning attempts", self.worker_id)
+                return False
+            if self._stopping.is_set():
+                if drain_deadline == math.inf:
+                    drain_deadline = time.monotonic() + self.settings.drain_timeout_s
+                    log.info("worker %s draining %d attempt(s)", self.worker_id, self._pool.held)
+                if not self._pool.held and not self._done:
+                    return True
+                if time.monotonic() >= drain_deadline:
+                    log.warning("worker %s: drain timed out, abandoning attempts", self.worker_id)
+                    return False
+            try:
+                self._turn()
+            except Exception:  # the loop boundary: log, back off, keep serving
+                log.exception("worker %s: loop turn failed; retrying", self.worker_id)
+                wait([self._wake_r], 0.5)
+
+    def _turn(self) -> None:
+        pool = self._pool
+        if not self._stopping.is_set():
+            self._claim()
+        pool.dispatch()
+        pool.gather(self._wait_timeout(), self._wake_r)
+        pool.stop_lost(self._in_flight.take_lost())
+        pool.enforce_deadlines()
+        for claim, outcome in pool.take_finished():
+            if isinstance(outcome, ErrorInfo):
+                self._fail(claim.lease, outcome)
+            elif outcome.error is not None:
+                self._fail(claim.lease, outcome.error)
+            else:
+                self._succeed(claim, outcome.result or b"")
+        self._flush()
+
+    def _wait_timeout(self) -> float:
+        now = time.monotonic()
+        deadline = min(now + _MAX_WAIT_S, self._pool.next_deadline())
+        if not self._stopping.is_set() and self._pool.room():
+            if not self._pool.held:
+                return 0.0  # nothing runs here: the next claim blocks in the store instead
+            deadline = min(deadline, self._next_claim_at)
+        return max(0.0, deadline - now)
+
+    def _claim(self) -> None:
+        backend = self._require_backend()
+        now = time.monotonic()
+        held = self._pool.held
+        room = self._pool.room()
+        if not room or (held and now < self._next_claim_at):
+            return
+        s = self.settings
+        claims = backend.claim(self.worker_id, room, s.lease_ttl_s, time.time())
+        if not claims:
+            if held or self._done:
+                self._next_claim_at = now + s.idle_wait_s
+            else:
+                backend.wait_for_work(s.idle_wait_s)
+            return
+        if len(claims) < room:
+            self._next_claim_at = now + SHORT_CLAIM_PAUSE_S
+        self.stats.claimed += len(claims)
+        self._in_flight.add((c.lease.task_id, c.lease.attempt) for c in claims)
+        self._pool.add(a for a in map(self._prepare, claims) if a is not None)
+
+    def _prepare(self, claim: Claim) -> Attempt | None:
+        """The attempt to run for a claim, with its payload and handler bytes; or fail it now."""
+        lease = claim.lease
+        is_pickled = claim.handler.startswith(_PICKLE_PREFIX)
+        if not self.settings.allow_pickle and (is_pickled or claim.codec is Codec.PICKLE):
+            what = "a pickled handler" if is_pickled else "a pickle-encoded payload"
+            message = (
+                f"worker {self.worker_id} was started with --no-pickle and refuses {what}; "
+                "use an import: or command: handler with the msgpack or raw codec"
+            )
+            self._fail(lease, ErrorInfo(kind=FailureKind.REFUSED, type="Refused", message=message))
+            return None
+        blobs = self._require_backend().blobs
+        try:
+            payload = claim.payload if claim.payload_ref is None else blobs.get(claim.payload_ref)
+            handler_blob = None
+            if is_pickled:
+                handler_blob = self._handler_blobs.get(claim.handler)
+                if handler_blob is None:
+                    handler_blob = blobs.get(claim.handler[len(_PICKLE_PREFIX) :])
+                    if len(self._handler_blobs) >= _HANDLER_CACHE_SIZE:
+                        self._handler_blobs.clear()
+                    self._handler_blobs[claim.handler] = handler_blob
+        except (GridError, OSError) as exc:
+            message = f"cannot fetch the task's input or handler from the blob store: {exc}"
+            error = ErrorInfo(kind=FailureKind.ERROR, type=type_name(exc), message=message)
+            self._fail(lease, error)
+            return None
+        work = Work(lease.task_id, lease.attempt, claim.handler, claim.codec.value, payload or b"")
+        return Attempt(claim, work, handler_blob)
+
+    def _succeed(self, claim: Claim, result: bytes) -> None:
+        lease = claim.lease
+        if len(result) <= self.settings.inline_limit:
+            self._done.append(decide_success(lease, result, None))
+            return
+        key = new_blob_key(claim.session_id, "output")
+        try:
+            self._require_backend().blobs.put(key, result)
+        except (GridError, OSError) as exc:
+            message = f"cannot store the {len(result):,}-byte result in the blob store: {exc}"
+            error = ErrorInfo(kind=FailureKind.ERROR, type=type_name(exc), message=message)
+            self._fail(lease, error)
+            return
+        self._done.append(decide_success(lease, None, key))
+
+    def _fail(self, lease: Lease, error: ErrorInfo) -> None:
+        self.stats.failed += 1
+        log.info(
+            "task %s attempt %d failed: %s: %s",
+            lease.task_id,
+            lease.attempt,
+            error.type,
+            error.message,
+            extra={"task_id": lease.task_id, "attempt": lease.attempt, "worker_id": self.worker_id},
+        )
+        self._done.append(decide_failure(lease, error, time.time()))
+
+    def _flush(self) -> None:
+        """Complete everything gathered this turn in one store call."""
+        if not self._done:
+            return
+        done = self._done
+        accepted = self._require_backend().complete(done, time.time())
+        self._done = []
+        self._in_flight.discard((c.task_id, c.attempt) for c in done)
+        n_accepted = sum(accepted)
+        self.stats.succeeded += sum(
+            1 for c, ok in zip(done, accepted, strict=True) if ok and c.error is None
+        )
+        if n_accepted < len(done):
+            self.stats.rejected += len(done) - n_accepted
+            log.info(
+                "worker %s: the store rejected %d late completion(s)",
+                self.worker_id,
+                len(done) - n_accepted,
+                extra={"worker_id": self.worker_id},
+            )
+
+    def _require_backend(self) -> Backend:
+        if self._backend is None:
+            raise RuntimeError("the worker is not running")
+        return self._backend

@@ -1,0 +1,88 @@
+"""A message channel over a stream socket: length-prefixed frames, drained in bulk.
+
+Reading everything a socket holds in one ``recv`` and splitting the frames locally costs one
+system call per wake-up instead of two or three per message, which matters when an executor
+answers thousands of no-op tasks a second.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+_HEADER = struct.Struct("!I")
+_CHUNK = 256 * 1024
+_COPY_LIMIT = 64 * 1024  # below this, one sendall of header + data beats two system calls
+_MAX_DRAIN = 8 * 1024 * 1024  # a non-blocking receive returns after this much, to stay fair
+
+
+class Channel:
+    """One end of an agent <-> executor connection."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self._buf = bytearray()
+        self._is_eof = False
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def send(self, data: bytes) -> None:
+        """Send one message; blocks while the peer's buffer is full."""
+        header = _HEADER.pack(len(data))
+        if len(data) < _COPY_LIMIT:
+            self.sock.sendall(header + data)
+        else:
+            self.sock.sendall(header)
+            self.sock.sendall(data)
+
+    def receive(self, block: bool) -> list[bytes]:
+        """Messages available now; with ``block``, wait for at least one.
+
+        Raises EOFError once the peer has closed and every complete message was returned.
+        """
+        while True:
+            if self._is_eof:
+                frames = self._frames()
+                if frames:
+                    return frames
+                raise EOFError("channel closed")
+            self._read(block)
+            frames = self._frames()
+            if frames or not block:
+                return frames
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def _read(self, block: bool) -> None:
+        flags = 0 if block else socket.MSG_DONTWAIT
+        got = 0
+        while got < _MAX_DRAIN:
+            try:
+                chunk = self.sock.recv(_CHUNK, flags)
+            except BlockingIOError:
+                return
+            if not chunk:
+                self._is_eof = True
+                return
+            self._buf += chunk
+            got += len(chunk)
+            if block:
+                return
+            flags = socket.MSG_DONTWAIT
+
+    def _frames(self) -> list[bytes]:
+        buf = self._buf
+        frames: list[bytes] = []
+        pos = 0
+        end = len(buf)
+        while end - pos >= 4:
+            (size,) = _HEADER.unpack_from(buf, pos)
+            if end - pos - 4 < size:
+                break
+            frames.append(bytes(buf[pos + 4 : pos + 4 + size]))
+            pos += 4 + size
+        if pos:
+            del buf[:pos]
+        return frames

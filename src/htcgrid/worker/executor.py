@@ -1,0 +1,233 @@
+"""Executor processes: where user code runs, so nothing it does can stop the agent.
+
+The child side (:func:`executor_main`) runs a loop: receive batches, run each task, answer
+each with one :class:`~htcgrid.worker.protocol.Outcome`. The agent side
+(:class:`ExecutorProcess`) starts it, sends to it from a thread of its own (a full pipe must
+never block the agent's loop), and kills it when an attempt overruns, is lost or crashes it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+import queue
+import resource
+import signal
+import socket
+import sys
+import threading
+import time
+from collections import deque
+from multiprocessing.context import SpawnContext, SpawnProcess
+
+import msgspec
+
+from htcgrid import codec as codecs
+from htcgrid.core.model import Claim, Codec
+from htcgrid.worker.channel import Channel
+from htcgrid.worker.handlers import HandlerLoader, error_info
+from htcgrid.worker.protocol import (
+    AttemptKey,
+    Batch,
+    Outcome,
+    Work,
+    encoder,
+    to_executor_decoder,
+)
+
+log = logging.getLogger(__name__)
+
+_PR_SET_PDEATHSIG = 1
+_CODECS = {c.value: c for c in Codec}
+
+
+# -- child side ---------------------------------------------------------------------------
+def executor_main(sock: socket.socket, agent_pid: int, max_memory_mb: int | None) -> None:
+    """Entry point of an executor process: run tasks until the agent closes the channel."""
+    _isolate(agent_pid, max_memory_mb)
+    channel = Channel(sock)
+    try:
+        channel.send(b"")  # ready: attempt timeouts start counting from here
+    except OSError:
+        return
+    loader = HandlerLoader()
+    todo: deque[Work] = deque()
+    skipped: set[AttemptKey] = set()
+    while True:
+        try:
+            for data in channel.receive(block=not todo):
+                msg = to_executor_decoder.decode(data)
+                if isinstance(msg, Batch):
+                    loader.add_pickled(msg.handler_blobs)
+                    todo.extend(msg.works)
+                else:
+                    skipped.add((msg.task_id, msg.attempt))
+        except (EOFError, OSError):
+            return
+        if not todo:
+            skipped.clear()  # every attempt sent so far was answered: no skip can still apply
+            continue
+        work = todo.popleft()
+        if skipped and (work.task_id, work.attempt) in skipped:
+            skipped.discard((work.task_id, work.attempt))
+            outcome = Outcome(work.task_id, work.attempt, is_skipped=True)
+        else:
+            outcome = run_work(loader, work, max_memory_mb)
+        try:
+            channel.send(encoder.encode(outcome))
+        except OSError:
+            return
+        if outcome.is_exiting:
+            return
+
+
+def run_work(loader: HandlerLoader, work: Work, max_memory_mb: int | None) -> Outcome:
+    """Run one task's handler on its decoded input and encode what it returns."""
+    started = time.perf_counter()
+    try:
+        codec = _CODECS[work.codec]
+        handler = loader.load(work.handler)
+        result = codecs.encode(codecs.call(handler, codecs.decode(work.payload, codec)), codec)
+    except MemoryError as exc:
+        # the heap may be left fragmented or half-built: answer, then let the agent restart us
+        limit = f" (executor memory limit {max_memory_mb} MB)" if max_memory_mb else ""
+        error = error_info(exc, work.codec)
+        error = msgspec.structs.replace(error, message=f"{error.message or 'out of memory'}{limit}")
+        elapsed = time.perf_counter() - started
+        return Outcome(work.task_id, work.attempt, error=error, duration_s=elapsed, is_exiting=True)
+    except BaseException as exc:  # the task boundary: whatever user code raises is its outcome
+        elapsed = time.perf_counter() - started
+        return Outcome(
+            work.task_id, work.attempt, error=error_info(exc, work.codec), duration_s=elapsed
+        )
+    return Outcome(
+        work.task_id, work.attempt, result=result, duration_s=time.perf_counter() - started
+    )
+
+
+def _isolate(agent_pid: int, max_memory_mb: int | None) -> None:
+    """Own process group (terminal signals go to the agent only; a kill takes the task's
+    children too), die with the agent, and cap the address space when asked."""
+    with contextlib.suppress(OSError):
+        os.setpgid(0, 0)
+    if sys.platform == "linux":
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != agent_pid:  # the agent died before we could ask to follow it
+        os._exit(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the agent decides when we stop
+    if max_memory_mb is not None:
+        limit = max_memory_mb * 1024 * 1024
+        _, hard = resource.getrlimit(resource.RLIMIT_AS)
+        if hard != resource.RLIM_INFINITY:
+            limit = min(limit, hard)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+
+
+# -- agent side ---------------------------------------------------------------------------
+class Attempt:
+    """A claimed attempt on the agent side: its claim and the work message that runs it."""
+
+    __slots__ = ("claim", "handler_blob", "key", "work")
+
+    def __init__(self, claim: Claim, work: Work, handler_blob: bytes | None) -> None:
+        self.claim = claim
+        self.work = work
+        self.handler_blob = handler_blob  # the pickled handler, when it is one
+        self.key: AttemptKey = (work.task_id, work.attempt)
+
+
+class ExecutorProcess:
+    """The agent's handle on one executor process and the attempts queued on it."""
+
+    def __init__(self, ctx: SpawnContext, index: int, max_memory_mb: int | None) -> None:
+        ours, theirs = socket.socketpair()
+        self.index = index
+        self.process: SpawnProcess = ctx.Process(
+            target=executor_main,
+            args=(theirs, os.getpid(), max_memory_mb),
+            name=f"htcgrid-executor-{index}",
+        )
+        self.process.start()
+        theirs.close()
+        self.channel = Channel(ours)
+        self.started_at = time.monotonic()
+        self.head_started = self.started_at  # when the attempt at the head began running
+        self.is_ready = False  # it has started up and said so (an empty message)
+        self.is_exiting = False  # it said it will exit: its end is not a crash
+        self.exit_code: int | None = None
+        self.is_closed = False  # killed or closed: its process and channel are gone
+        self.sent_pickles: set[str] = set()
+        self.queue: deque[Attempt] = deque()  # sent, not yet answered; the head is running
+        self._outbox: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._sender = threading.Thread(
+            target=self._send_loop, name=f"htcgrid-executor-{index}-sender", daemon=True
+        )
+        self._sender.start()
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid or 0
+
+    @property
+    def sentinel(self) -> int:
+        return self.process.sentinel
+
+    def send(self, data: bytes) -> None:
+        """Queue a message; the sender thread writes it, however long the executor takes."""
+        self._outbox.put(data)
+
+    def close(self, timeout_s: float) -> None:
+        """Let the executor finish and exit (end of its input), killing it after ``timeout_s``."""
+        self._outbox.put(None)
+        self._sender.join(timeout=timeout_s)
+        with contextlib.suppress(OSError):
+            self.channel.sock.shutdown(socket.SHUT_WR)
+        self.process.join(timeout=timeout_s)
+        self.kill()
+
+    def kill(self) -> None:
+        """Kill the executor and everything it started, and release its channel."""
+        if self.is_closed:
+            return
+        self.is_closed = True
+        if self.process.exitcode is None:
+            try:
+                os.killpg(self.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                with contextlib.suppress(OSError):
+                    self.process.kill()
+            self.process.join(timeout=5)
+        self.exit_code = self.process.exitcode
+        self._outbox.put(None)
+        self.channel.close()
+        with contextlib.suppress(ValueError):
+            self.process.close()
+
+    def describe_exit(self) -> str:
+        """How the process ended, naming the signal or exit code."""
+        self.process.join(timeout=2)
+        return describe_exit_code(self.process.exitcode)
+
+    def _send_loop(self) -> None:
+        while (data := self._outbox.get()) is not None:
+            try:
+                self.channel.send(data)
+            except OSError:
+                return  # the executor is gone; the agent's loop sees that on its side
+
+
+def describe_exit_code(code: int | None) -> str:
+    """``exited with code 3`` / ``was killed by signal SIGSEGV (11)``."""
+    if code is None:
+        return "stopped responding"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        hint = " (out of memory?)" if -code == signal.SIGKILL else ""
+        return f"was killed by signal {name} ({-code}){hint}"
+    return f"exited with code {code}"

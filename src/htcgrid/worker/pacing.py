@@ -1,0 +1,53 @@
+"""How many attempts a worker holds: enough queued work to hide a claim round trip, no more.
+
+Durations are learnt per handler (an exponential moving average of what executors report).
+The queue depth follows the slowest handler claimed recently, so a session of 10 s tasks is
+never hoarded in a batch sized for no-ops next to it, while a worker that only sees no-ops
+takes them in batches of ``max_batch``. A handler not yet measured counts as slow.
+"""
+
+from __future__ import annotations
+
+#: Seconds of queued work to keep per executor: enough to hide a claim round trip.
+QUEUED_WORK_S = 0.05
+#: A handler counts for the queue depth for this long after it was last claimed.
+RECENT_S = 10.0
+_ALPHA = 0.2
+_MAX_HANDLERS = 1024
+
+
+class Pacer:
+    """Per-handler task durations, and the per-executor queue depth they call for."""
+
+    def __init__(self, max_batch: int) -> None:
+        self.max_batch = max_batch
+        self._avg_s: dict[str, float] = {}
+        self._claimed_at: dict[str, float] = {}
+
+    def claimed(self, handler: str, now: float) -> None:
+        """Note that an attempt of ``handler`` was claimed at ``now`` (monotonic seconds)."""
+        self._claimed_at[handler] = now
+
+    def observe(self, handler: str, duration_s: float) -> None:
+        """Learn from one attempt's measured run time."""
+        avg = self._avg_s.get(handler)
+        if avg is None:
+            if len(self._avg_s) >= _MAX_HANDLERS:
+                self._avg_s.clear()
+            self._avg_s[handler] = duration_s
+        else:
+            self._avg_s[handler] = avg + _ALPHA * (duration_s - avg)
+
+    def task_s(self, now: float) -> float:
+        """The duration to plan with: the slowest handler claimed in the last RECENT_S."""
+        recent = {h: t for h, t in self._claimed_at.items() if now - t < RECENT_S}
+        if len(recent) != len(self._claimed_at):
+            self._claimed_at = recent
+        if not recent:
+            return QUEUED_WORK_S
+        return max(self._avg_s.get(h, QUEUED_WORK_S) for h in recent)
+
+    def depth(self, now: float) -> int:
+        """Attempts to queue per executor: ~QUEUED_WORK_S of work, between 1 and max_batch."""
+        n = int(QUEUED_WORK_S / max(self.task_s(now), 1e-7))
+        return max(1, min(self.max_batch, n))

@@ -1,0 +1,62 @@
+"""Task handlers for the worker tests, imported by executors as ``import:handlers:<name>``."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import time
+from typing import Any
+
+
+def echo(x: Any) -> Any:
+    return x
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def record(x: Any) -> Any:
+    """Append ``x`` to the file named by $HTCGRID_TEST_RECORD, then return it."""
+    with open(os.environ["HTCGRID_TEST_RECORD"], "a") as f:
+        f.write(f"{x}\n")
+    return x
+
+
+def record_then_sleep(x: Any) -> Any:
+    """Record the start of the attempt, sleep ``x`` seconds, record its end."""
+    record(f"start {x}")
+    time.sleep(float(x))
+    record(f"end {x}")
+    return x
+
+
+def sleep(x: float) -> float:
+    time.sleep(x)
+    return x
+
+
+class Boom(ValueError):
+    """A handler's own exception type."""
+
+
+def boom(x: Any) -> Any:
+    raise Boom(f"boom {x}")
+
+
+def segfault(x: Any) -> Any:
+    return ctypes.string_at(0)
+
+
+def hard_exit(x: Any) -> Any:
+    os._exit(3)
+
+
+def hog_memory(mb: int) -> int:
+    """Allocate ``mb`` megabytes and touch them."""
+    block = bytearray(mb * 1024 * 1024)
+    return len(block)
+
+
+def big_result(n: int) -> bytes:
+    return b"x" * n

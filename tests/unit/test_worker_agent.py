@@ -1,0 +1,189 @@
+"""The agent against the memory backend, in this process, with real executor processes."""
+
+from __future__ import annotations
+
+import pickle
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import cloudpickle
+
+from htcgrid import codec
+from htcgrid.backends.memory import MemoryBackend
+from htcgrid.core.handlers import command_handler, import_handler, pickle_handler
+from htcgrid.core.ids import new_session_id
+from htcgrid.core.model import Codec, FailureKind, NewTask, SessionSpec
+from htcgrid.core.states import TaskState
+from htcgrid.worker import Worker, WorkerSettings
+
+
+@contextmanager
+def running(backend: MemoryBackend, **settings: Any) -> Iterator[Worker]:
+    worker = Worker(WorkerSettings(store_url="memory://", **settings), backend=backend)
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        yield worker
+    finally:
+        worker.stop()
+        thread.join(30)
+        assert not thread.is_alive()
+
+
+def session(backend: MemoryBackend, **spec: Any) -> str:
+    sid = new_session_id()
+    backend.create_session(sid, SessionSpec(**spec), time.time())
+    return sid
+
+
+def task(ref: str, value: Any, c: Codec = Codec.PICKLE, **kw: Any) -> NewTask:
+    return NewTask(handler=ref, codec=c, payload=codec.encode(value, c), **kw)
+
+
+def wait_until(pred: Callable[[], bool], timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not pred():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def finish(backend: MemoryBackend, sid: str, n: int) -> None:
+    wait_until(lambda: backend.counts(sid).finished >= n)
+
+
+def test_many_tasks_succeed_once_with_their_results() -> None:
+    b = MemoryBackend()
+    sid = session(b)
+    with running(b, concurrency=2) as w:
+        b.submit(sid, [task(import_handler("operator:neg"), i) for i in range(3000)], time.time())
+        finish(b, sid, 3000)
+    records = b.finished(sid, 0, 5000)
+    assert sorted(pickle.loads(r.result or b"") for r in records) == sorted(-i for i in range(3000))
+    assert all(r.attempt == 1 and r.state is TaskState.SUCCEEDED for r in records)
+    assert w.stats.succeeded == 3000 and w.is_drained
+
+
+def test_pickled_command_and_blob_handlers() -> None:
+    b = MemoryBackend()
+    sid = session(b)
+    key = f"{sid}/handler-1"
+    b.blobs.put(key, cloudpickle.dumps(lambda x: x * 2))
+    b.blobs.put(f"{sid}/input-1", codec.encode(21, Codec.PICKLE))
+    with running(b, inline_limit=100) as w:
+        b.submit(
+            sid,
+            [
+                task(pickle_handler(key), 5),
+                NewTask(handler=pickle_handler(key), payload=None, payload_ref=f"{sid}/input-1"),
+                task(command_handler(["echo"]), ["hi"], Codec.MSGPACK),
+                task(import_handler("operator:mul"), codec.Args((b"y", 1000), {})),
+            ],
+            time.time(),
+        )
+        finish(b, sid, 4)
+    r = b.tasks([f"{sid}.{i}" for i in range(4)])
+    assert [x.state for x in r] == [TaskState.SUCCEEDED] * 4, [x.error for x in r]
+    assert pickle.loads(r[0].result or b"") == 10
+    assert pickle.loads(r[1].result or b"") == 42
+    assert codec.decode(r[2].result or b"", Codec.MSGPACK) == "hi\n"
+    assert r[3].result is None and r[3].result_ref is not None
+    assert pickle.loads(b.blobs.get(r[3].result_ref)) == b"y" * 1000
+    assert w.stats.succeeded == 4
+
+
+def test_errors_crashes_and_timeouts_end_in_retry_then_failure() -> None:
+    b = MemoryBackend()
+    sid = session(b, max_attempts=2)
+    tasks = [
+        task(import_handler("math:sqrt"), -1.0),
+        task(import_handler("ctypes:string_at"), 0),
+        task(import_handler("os:_exit"), 3),
+        task(import_handler("time:sleep"), 30, timeout_s=0.3),
+        task(import_handler("operator:neg"), 1),
+    ]
+    with running(b, concurrency=2):
+        b.submit(sid, tasks, time.time())
+        finish(b, sid, 5)
+    err, segv, exit3, hang, ok = b.tasks([f"{sid}.{i}" for i in range(5)])
+    assert ok.state is TaskState.SUCCEEDED
+    for r in (err, segv, exit3, hang):
+        assert r.state is TaskState.FAILED and r.attempt == 2 and r.error is not None
+    assert err.error is not None and err.error.type == "ValueError" and err.n_errors == 2
+    assert segv.error is not None and segv.error.type == "ExecutorCrashed"
+    assert "SIGSEGV" in segv.error.message
+    assert exit3.error is not None and "exited with code 3" in exit3.error.message
+    assert hang.error is not None and hang.error.kind is FailureKind.TIMEOUT
+    assert hang.error.type == "TaskTimeout" and hang.n_timeouts == 2
+
+
+def test_memory_limit_fails_the_attempt_and_the_executor_is_replaced() -> None:
+    b = MemoryBackend()
+    sid = session(b, max_attempts=1)
+    with running(b, max_memory_mb=300):
+        b.submit(sid, [task(import_handler("builtins:bytearray"), 2**31)], time.time())
+        b.submit(sid, [task(import_handler("operator:neg"), 1)], time.time())
+        finish(b, sid, 2)
+    hog, ok = b.tasks([f"{sid}.0", f"{sid}.1"])
+    assert hog.error is not None and hog.error.kind is FailureKind.ERROR
+    assert hog.error.type in {"MemoryError", "ExecutorCrashed"}
+    assert ok.state is TaskState.SUCCEEDED
+
+
+def test_cancelled_running_task_is_stopped_and_stays_cancelled() -> None:
+    b = MemoryBackend()
+    sid = session(b)
+    with running(b, lease_ttl_s=0.6) as w:
+        b.submit(sid, [task(import_handler("time:sleep"), 30)], time.time())
+        wait_until(lambda: b.counts(sid).running == 1)
+        time.sleep(0.3)
+        assert b.cancel(sid, None, time.time()) == 1
+        wait_until(lambda: w.stats.lost == 1, timeout_s=5)
+    (r,) = b.tasks([f"{sid}.0"])
+    assert r.state is TaskState.CANCELLED
+    assert w.stats.rejected == 0
+
+
+def test_no_pickle_worker_refuses_pickle_tasks() -> None:
+    b = MemoryBackend()
+    sid = session(b)
+    with running(b, allow_pickle=False):
+        b.submit(
+            sid,
+            [
+                task(import_handler("operator:neg"), 1),
+                task(import_handler("operator:neg"), 1, Codec.MSGPACK),
+            ],
+            time.time(),
+        )
+        finish(b, sid, 2)
+    refused, ok = b.tasks([f"{sid}.0", f"{sid}.1"])
+    assert refused.state is TaskState.FAILED and refused.attempt == 1
+    assert refused.error is not None and refused.error.kind is FailureKind.REFUSED
+    assert "--no-pickle" in refused.error.message
+    assert ok.state is TaskState.SUCCEEDED
+    assert codec.decode(ok.result or b"", Codec.MSGPACK) == -1
+
+
+def test_stop_drains_held_attempts() -> None:
+    b = MemoryBackend()
+    sid = session(b)
+    with running(b, concurrency=2) as w:
+        b.submit(sid, [task(import_handler("time:sleep"), 0.5) for _ in range(2)], time.time())
+        wait_until(lambda: b.counts(sid).running == 2)
+    assert w.is_drained
+    assert b.counts(sid).succeeded == 2
+
+
+def test_timeouts_count_from_when_a_restarted_executor_is_ready() -> None:
+    b = MemoryBackend()
+    sid = session(b, max_attempts=1)
+    tasks = [task(import_handler("os:_exit"), 3)]
+    tasks += [task(import_handler("time:sleep"), 0.05, timeout_s=0.3) for _ in range(3)]
+    with running(b, concurrency=1):
+        b.submit(sid, tasks, time.time())
+        finish(b, sid, 4)
+    records = b.tasks([f"{sid}.{i}" for i in range(4)])
+    assert [r.state for r in records] == [TaskState.FAILED] + [TaskState.SUCCEEDED] * 3

@@ -1,0 +1,25 @@
+"""Queue depth follows the slowest handler claimed recently."""
+
+from __future__ import annotations
+
+from htcgrid.worker.pacing import RECENT_S, Pacer
+
+
+def test_unmeasured_handlers_start_at_depth_one() -> None:
+    p = Pacer(max_batch=256)
+    assert p.depth(0.0) == 1
+    p.claimed("import:m:noop", 0.0)
+    assert p.depth(0.0) == 1
+
+
+def test_fast_handlers_fill_batches_and_slow_ones_are_not_hoarded() -> None:
+    p = Pacer(max_batch=256)
+    p.claimed("import:m:noop", 0.0)
+    p.observe("import:m:noop", 0.00002)
+    assert p.depth(1.0) == 256
+    p.claimed("import:m:slow", 2.0)
+    p.observe("import:m:slow", 10.0)
+    assert p.depth(2.0) == 1
+    p.observe("import:m:medium", 0.005)
+    p.claimed("import:m:medium", 2.0 + RECENT_S)
+    assert p.depth(2.0 + RECENT_S) == 10  # the slow handler aged out; the medium one rules

@@ -1,0 +1,106 @@
+"""The worker's pure-ish parts: channel framing, handler loading, error description, leases."""
+
+from __future__ import annotations
+
+import pickle
+import socket
+import sys
+
+import cloudpickle
+import pytest
+
+from htcgrid.core.errors import InvalidInput
+from htcgrid.core.handlers import command_handler, import_handler, pickle_handler
+from htcgrid.core.model import Codec, FailureKind
+from htcgrid.worker.channel import Channel
+from htcgrid.worker.executor import describe_exit_code, run_work
+from htcgrid.worker.handlers import CommandFailed, HandlerLoader, error_info, type_name
+from htcgrid.worker.heartbeat import InFlight
+from htcgrid.worker.protocol import Work
+from htcgrid.worker.settings import WorkerSettings, default_worker_id
+
+
+def test_channel_frames_survive_chunking_and_eof() -> None:
+    a, b = socket.socketpair()
+    left, right = Channel(a), Channel(b)
+    messages = [b"", b"x", b"y" * 100_000, b"z" * 3]
+    for m in messages:
+        left.send(m)
+    got: list[bytes] = []
+    while len(got) < len(messages):
+        got.extend(right.receive(block=True))
+    assert got == messages
+    assert right.receive(block=False) == []
+    left.close()
+    with pytest.raises(EOFError):
+        right.receive(block=True)
+    right.close()
+
+
+def test_loader_imports_and_caches() -> None:
+    loader = HandlerLoader()
+    fn = loader.load(import_handler("operator:neg"))
+    assert fn(3) == -3
+    assert loader.load(import_handler("operator:neg")) is fn
+
+
+def test_loader_unpickles_delivered_handlers() -> None:
+    loader = HandlerLoader()
+    ref = pickle_handler("s1/handler-abc")
+    loader.add_pickled({ref: cloudpickle.dumps(lambda x: x + 1)})
+    assert loader.load(ref)(1) == 2
+
+
+def test_command_handler_returns_stdout_and_reports_failures() -> None:
+    loader = HandlerLoader()
+    assert loader.load(command_handler(["echo"]))(["a", "b"]) == "a b\n"
+    fail = loader.load(command_handler([sys.executable, "-c", "import sys; sys.exit('bad')"]))
+    with pytest.raises(CommandFailed, match=r"exited with code 1.*bad"):
+        fail([])
+
+
+def test_run_work_reports_errors_with_type_traceback_and_pickled_exception() -> None:
+    work = Work("s.0", 1, import_handler("math:sqrt"), "pickle", pickle.dumps(-1.0))
+    outcome = run_work(HandlerLoader(), work, None)
+    assert outcome.result is None and outcome.error is not None
+    assert outcome.error.kind is FailureKind.ERROR
+    assert outcome.error.type == "ValueError"
+    assert "math domain error" in outcome.error.message
+    assert "Traceback" in outcome.error.traceback
+    assert outcome.error.exception is not None
+    assert isinstance(pickle.loads(outcome.error.exception), ValueError)
+
+
+def test_run_work_with_msgpack_does_not_pickle_the_exception() -> None:
+    work = Work("s.0", 1, "import:no_such_module_xyz:f", Codec.MSGPACK.value, b"\xc0")
+    outcome = run_work(HandlerLoader(), work, None)
+    assert outcome.error is not None
+    assert outcome.error.type == "ModuleNotFoundError"
+    assert outcome.error.exception is None
+
+
+def test_error_info_names_non_builtin_types() -> None:
+    assert type_name(CommandFailed("x")) == "htcgrid.worker.handlers.CommandFailed"
+    assert error_info(KeyError("k"), "raw").type == "KeyError"
+
+
+def test_describe_exit_code() -> None:
+    assert describe_exit_code(3) == "exited with code 3"
+    assert "SIGSEGV" in describe_exit_code(-11)
+    assert "SIGKILL" in describe_exit_code(-9)
+
+
+def test_in_flight_marks_only_held_attempts_lost() -> None:
+    f = InFlight()
+    f.add([("s.0", 1), ("s.1", 1)])
+    f.discard([("s.1", 1)])
+    assert f.mark_lost([("s.0", 1), ("s.1", 1)]) == 1
+    assert f.take_lost() == [("s.0", 1)]
+    assert f.take_lost() == []
+    assert len(f) == 0
+
+
+def test_settings_validate_and_ids_are_unique() -> None:
+    with pytest.raises(InvalidInput):
+        WorkerSettings(store_url="memory://", concurrency=0)
+    assert default_worker_id() != default_worker_id()
