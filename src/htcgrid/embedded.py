@@ -1,8 +1,10 @@
-"""The embedded grid: a SQLite store, a reaper and local worker processes on one machine.
+"""The embedded grid: a store, a reaper and local worker processes on one machine.
 
 ``htcgrid up`` runs one in the foreground; :func:`htcgrid.connect` starts one on demand when
-no grid serves the store. A lock file next to the store says whether a grid serves it, so a
-second ``up`` (or a client) finds the running one instead of starting workers twice.
+no grid serves a SQLite store. A lock file next to a SQLite store says whether a grid serves
+it, so a second ``up`` (or a client) finds the running one instead of starting workers twice.
+With a shared store (Redis, PostgreSQL) every machine runs its own ``htcgrid up --store URL``:
+their workers share the work and their reapers are safe side by side.
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ class EmbeddedGrid:
         home: Path | None = None,
         *,
         store_path: Path | None = None,
+        store_url: str | None = None,
         workers: int | None = None,
         concurrency: int = 1,
         lease_ttl_s: float = 15.0,
@@ -67,13 +70,16 @@ class EmbeddedGrid:
         log_dir: Path | None = None,
         worker_args: tuple[str, ...] = (),
     ) -> None:
-        if store_path is None:
+        if store_url is not None and store_url.startswith("sqlite://"):
+            store_path, store_url = Path(store_url.removeprefix("sqlite://")), None
+        if store_path is None and store_url is None:
             store_path = (home or default_home()) / "grid.db"
         n = workers if workers is not None else (os.cpu_count() or 1)
         if n < 1 or concurrency < 1:
             raise InvalidInput("workers and concurrency must be at least 1")
-        self.store_path = store_path.resolve()
-        self.url = f"sqlite://{self.store_path}"
+        #: the SQLite file this grid serves alone, or None for a shared store (redis, postgres)
+        self.store_path = store_path.resolve() if store_path is not None else None
+        self.url = f"sqlite://{self.store_path}" if self.store_path else str(store_url)
         self.workers = n
         self.concurrency = concurrency
         self.lease_ttl_s = lease_ttl_s
@@ -102,15 +108,10 @@ class EmbeddedGrid:
         return [p.pid for p in self._procs]
 
     def start(self) -> EmbeddedGrid:
-        """Take the store's lock, open it, start the reaper and the workers."""
-        self.store_path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock_file = lock_path(self.store_path).open("a")
-        try:
-            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._lock_file.close()
-            self._lock_file = None
-            raise AlreadyServing(f"a grid already serves {self.store_path}") from None
+        """Take the store's lock (SQLite only: shared stores are served by many machines),
+        open it, start the reaper and the workers."""
+        if self.store_path is not None:
+            self._lock(self.store_path)
         self._backend = open_backend(self.url)
         self._reaper = Reaper(self._backend, self.reaper_period_s).start()
         self._procs = [self._spawn(i) for i in range(self.workers)]
@@ -119,6 +120,16 @@ class EmbeddedGrid:
         )
         self._monitor.start()
         return self
+
+    def _lock(self, store: Path) -> None:
+        store.parent.mkdir(parents=True, exist_ok=True)
+        self._lock_file = lock_path(store).open("a")
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock_file.close()
+            self._lock_file = None
+            raise AlreadyServing(f"a grid already serves {store}") from None
 
     def _spawn(self, index: int) -> subprocess.Popen[bytes]:
         cmd = [

@@ -138,3 +138,26 @@ def test_demo_runs_and_checks_every_result() -> None:
     out = run("demo", "--tasks", "500", "--workers", "1")
     assert "check passed: all 500 results are right" in out.stdout
     assert "succeeded 500" in out.stdout
+
+
+def test_config_file_gives_defaults_and_env_and_flags_override_it(up: Path, tmp_path: Path) -> None:
+    config = tmp_path / "htcgrid.toml"
+    config.write_text(f'store = "sqlite://{up}"\n[submit]\nmax_attempts = 1\n')
+    env = {**os.environ, "HTCGRID_CONFIG": str(config)}
+    env.pop("HTCGRID_STORE", None)
+    out = run("submit", "htcgrid.workloads:noop", "7", "--wait", env=env)
+    session_id = out.stdout.splitlines()[0]
+    with htcgrid.connect(f"sqlite://{up}", start_workers=False) as grid:
+        assert grid.attach(session_id).info().spec.max_attempts == 1
+    elsewhere = tmp_path / "other.db"
+    env_store = {**env, "HTCGRID_STORE": f"sqlite://{elsewhere}"}
+    assert "no session" in run("status", session_id, env=env_store, check=False).stderr
+    flag = run("status", session_id, "--store", f"sqlite://{up}", env=env_store)
+    assert session_id in flag.stdout
+
+
+def test_a_config_file_with_an_unknown_key_is_refused(tmp_path: Path) -> None:
+    config = tmp_path / "htcgrid.toml"
+    config.write_text("[worker]\nconcurency = 4\n")
+    out = run("--config", str(config), "status", check=False)
+    assert out.returncode != 0 and "has no option 'concurency'" in out.stderr

@@ -12,7 +12,7 @@ import click
 
 from htcgrid.backends.registry import default_home
 from htcgrid.cli.demo import demo
-from htcgrid.cli.options import STORE_HELP, store_url
+from htcgrid.cli.options import config_path, default_map, store_option, store_url
 from htcgrid.cli.sessions import cancel, delete, results, status, submit
 from htcgrid.core.errors import GridError
 
@@ -30,8 +30,18 @@ class GridCommand(click.Group):
 @click.group(cls=GridCommand)
 @click.version_option(package_name="htcgrid")
 @click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
-def main(verbose: int) -> None:
+@click.option(
+    "--config",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Config file [$HTCGRID_CONFIG, ./htcgrid.toml, ~/.config/htcgrid/config.toml].",
+)
+@click.pass_context
+def main(ctx: click.Context, verbose: int, config: Path | None) -> None:
     """htcgrid: a high-throughput compute grid, from a laptop to a cluster."""
+    path = config_path(config)
+    if path is not None:
+        assert isinstance(ctx.command, click.Group)
+        ctx.default_map = default_map(path, ctx.command.commands)
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(
         level=level, format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s"
@@ -39,21 +49,31 @@ def main(verbose: int) -> None:
 
 
 @main.command()
+@click.option("--home", type=click.Path(path_type=Path), help="Grid directory [~/.htcgrid].")
 @click.option(
-    "--home", type=click.Path(path_type=Path), help="Grid directory (default ~/.htcgrid)."
+    "--store",
+    envvar="HTCGRID_STORE",
+    help="Serve a shared store (redis://, postgresql://) instead of the SQLite file in --home.",
 )
 @click.option("--workers", type=click.IntRange(1), default=None, help="Worker processes [cores].")
 @click.option("--concurrency", type=click.IntRange(1), default=1, help="Executors per worker.")
 @click.option("--lease-ttl", type=click.FloatRange(0.5), default=15.0, help="Lease TTL, seconds.")
 @click.option("--no-pickle", is_flag=True, help="Refuse shipped functions and pickled inputs.")
 def up(
-    home: Path | None, workers: int | None, concurrency: int, lease_ttl: float, no_pickle: bool
+    home: Path | None,
+    store: str | None,
+    workers: int | None,
+    concurrency: int,
+    lease_ttl: float,
+    no_pickle: bool,
 ) -> None:
-    """Run the embedded grid in the foreground: store, reaper and workers. Ctrl-C drains."""
+    """Run a grid in the foreground: reaper and workers on this machine, on the embedded
+    SQLite store (or a shared one with --store). Ctrl-C drains and stops."""
     from htcgrid.embedded import EmbeddedGrid
 
     grid = EmbeddedGrid(
         home or default_home(),
+        store_url=store,
         workers=workers,
         concurrency=concurrency,
         lease_ttl_s=lease_ttl,
@@ -78,7 +98,7 @@ def up(
 
 
 @main.command()
-@click.option("--store", help=STORE_HELP)
+@store_option
 @click.option("--concurrency", type=click.IntRange(1), default=1, help="Executor processes.")
 @click.option("--lease-ttl", type=click.FloatRange(0.5), default=15.0, help="Lease TTL, seconds.")
 @click.option("--max-memory-mb", type=click.IntRange(16), default=None, help="Per executor.")
@@ -113,7 +133,7 @@ def worker(
 
 
 @main.command()
-@click.option("--store", help=STORE_HELP)
+@store_option
 @click.option("--period", type=click.FloatRange(0.05), default=1.0, help="Seconds between passes.")
 def reaper(store: str | None, period: float) -> None:
     """Run a reaper: expired leases become retries or failures. Several may run at once."""

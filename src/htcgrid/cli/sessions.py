@@ -13,7 +13,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from htcgrid.cli.options import STORE_HELP, store_url
+from htcgrid.cli.options import store_option, store_url
 from htcgrid.client import Command, Grid, TaskResult, connect
 from htcgrid.core.errors import InvalidInput
 from htcgrid.embedded import is_serving
@@ -55,7 +55,7 @@ def _json(text: str, where: str) -> Any:
 @click.option("--max-attempts", type=click.IntRange(1), default=3, show_default=True)
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Per task, seconds.")
 @click.option("--wait", "should_wait", is_flag=True, help="Wait and print results as JSON lines.")
-@click.option("--store", help=STORE_HELP)
+@store_option
 def submit(
     handler: str,
     values: tuple[str, ...],
@@ -87,7 +87,7 @@ def submit(
 
 @click.command()
 @click.argument("session_id", required=False)
-@click.option("--store", help=STORE_HELP)
+@store_option
 def status(session_id: str | None, store: str | None) -> None:
     """Counts per state of one session, or of every session."""
     with connect(store_url(store), start_workers=False) as grid:
@@ -108,7 +108,7 @@ _STATES = ("pending", "running", "succeeded", "failed", "cancelled")
 @click.command()
 @click.argument("session_id")
 @click.option("--wait/--no-wait", "should_wait", default=False, help="Wait for unfinished tasks.")
-@click.option("--store", help=STORE_HELP)
+@store_option
 def results(session_id: str, should_wait: bool, store: str | None) -> None:
     """Print a session's finished tasks as JSON lines, in the order they finished."""
     with connect(store_url(store), start_workers=False) as grid:
@@ -140,7 +140,7 @@ def _result_line(r: TaskResult) -> str:
 @click.command()
 @click.argument("session_id")
 @click.argument("task_ids", nargs=-1)
-@click.option("--store", help=STORE_HELP)
+@store_option
 def cancel(session_id: str, task_ids: tuple[str, ...], store: str | None) -> None:
     """Cancel a session (or only the given tasks of it). Finished tasks are untouched."""
     with connect(store_url(store), start_workers=False) as grid:
@@ -150,7 +150,7 @@ def cancel(session_id: str, task_ids: tuple[str, ...], store: str | None) -> Non
 
 @click.command()
 @click.argument("session_id")
-@click.option("--store", help=STORE_HELP)
+@store_option
 def delete(session_id: str, store: str | None) -> None:
     """Delete a session with its tasks, results and blobs."""
     with connect(store_url(store), start_workers=False) as grid:
