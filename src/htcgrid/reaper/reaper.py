@@ -13,6 +13,7 @@ import threading
 import time
 
 from htcgrid.backends.base import Backend
+from htcgrid.core.errors import BackendUnavailable
 from htcgrid.core.retry import decide_failure, lost_error
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,9 @@ class Reaper:
         while not self._stop.is_set():
             try:
                 n = reap_once(self.backend, time.time(), self.limit)
+            except BackendUnavailable as exc:
+                log.warning("reaper: %s; retrying in %.1f s", exc, self.period_s)
+                n = 0
             except Exception:
                 log.exception("reaper pass failed; retrying in %.1f s", self.period_s)
                 n = 0

@@ -19,7 +19,7 @@ from multiprocessing.connection import wait
 from htcgrid.backends.base import Backend
 from htcgrid.backends.blobs import new_blob_key
 from htcgrid.backends.registry import open_backend
-from htcgrid.core.errors import GridError
+from htcgrid.core.errors import BackendUnavailable, GridError
 from htcgrid.core.model import Claim, Codec, Completion, ErrorInfo, FailureKind, Lease
 from htcgrid.core.retry import decide_failure, decide_success
 from htcgrid.worker.executor import Attempt
@@ -131,6 +131,9 @@ class Worker:
                     return False
             try:
                 self._turn()
+            except BackendUnavailable as exc:  # a store restart: no traceback, just wait
+                log.warning("worker %s: %s; retrying", self.worker_id, exc)
+                wait([self._wake_r], 0.5)
             except Exception:  # the loop boundary: log, back off, keep serving
                 log.exception("worker %s: loop turn failed; retrying", self.worker_id)
                 wait([self._wake_r], 0.5)

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterable
 
 from htcgrid.backends.base import Backend, LeaseKey
+from htcgrid.core.errors import BackendUnavailable
 from htcgrid.worker.protocol import AttemptKey
 
 log = logging.getLogger(__name__)
@@ -114,6 +115,8 @@ class Heartbeat:
         while not self._stop.wait(self.period_s):
             try:
                 self.beat()
+            except BackendUnavailable as exc:
+                log.warning("worker %s: heartbeat failed: %s", self.worker_id, exc)
             except Exception:  # the heartbeat loop must outlive a store hiccup
                 log.exception(
                     "worker %s: heartbeat failed; retrying in %.1f s",
