@@ -1,0 +1,508 @@
+"""The shared multi-machine backend: the grid state in Redis, every write one Lua script.
+
+Each write applies atomically to one session inside Redis (see ``scripts.py``); a call that
+spans sessions (a claim split by fair share, a batch of completions) sends one script per
+session in one pipelined round trip. Nothing is ever read, changed in Python and written
+back: Python plans (fair share), validates (the transition table) and encodes; the scripts
+apply the change only if the task is still where the caller saw it.
+
+The store-wide structures that say which sessions may have work, and the streams that wake
+blocked waiters, are hints kept by :mod:`htcgrid.backends.redis.readiness`.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+from redis.exceptions import ResponseError
+
+from htcgrid.backends.base import Capabilities, LeaseKey, check_batch_size
+from htcgrid.backends.blobs import BlobStore
+from htcgrid.backends.redis.blobs import RedisBlobStore
+from htcgrid.backends.redis.link import Cmd, Eval, Link
+from htcgrid.backends.redis.readiness import Readiness
+from htcgrid.backends.redis.schema import (
+    COUNTER_POSITION,
+    Input,
+    Outcome,
+    SessionKeys,
+    State,
+    StoreKeys,
+    split_url,
+)
+from htcgrid.backends.redis.scripts import (
+    CANCEL,
+    CLAIM,
+    CREATE,
+    DELETE,
+    END_ATTEMPTS,
+    EXPIRED,
+    FINISHED,
+    RECORDS,
+    REGISTER,
+    RENEW,
+    SUBMIT,
+)
+from htcgrid.core.errors import InvalidInput, NotFound
+from htcgrid.core.fairshare import Candidate, plan_claim
+from htcgrid.core.ids import check_session_id, split_task_id
+from htcgrid.core.model import (
+    Claim,
+    Codec,
+    Completion,
+    Counts,
+    Lease,
+    NewTask,
+    SessionInfo,
+    SessionSpec,
+    TaskRecord,
+)
+from htcgrid.core.states import TaskState, check_transition
+
+#: Tasks one call of the CANCEL script cancels at most (about 40 ms of Redis time).
+CANCEL_STEP = 10_000
+_COUNT_FIELDS = ("n_pending", "n_running", "n_succeeded", "n_failed", "n_cancelled")
+_INFO_FIELDS = ("spec", "created_at", "is_cancelled", *_COUNT_FIELDS)
+_MAX_SPECS = 4096  # decoded specs kept, by their bytes
+
+
+def _num(x: float) -> str:
+    """A float as a string Redis and Lua read back exactly."""
+    return repr(float(x))
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _counts(values: Sequence[Any]) -> Counts:
+    pending, running, succeeded, failed, cancelled = (int(v) for v in values)
+    return Counts(
+        pending=pending, running=running, succeeded=succeeded, failed=failed, cancelled=cancelled
+    )
+
+
+class RedisBackend:
+    """:class:`htcgrid.backends.base.Backend` on a Redis server shared by every grid process.
+
+    Open it with :meth:`from_url`: ``redis://[:password@]host:port/db?prefix=NAME`` (or
+    ``rediss://`` for TLS); every key starts with the prefix (default ``htcgrid``), so several
+    grids can share one database.
+    """
+
+    def __init__(self, url: str) -> None:
+        redis_url, prefix = split_url(url)
+        self._url = url
+        self._link = Link(redis_url)
+        self._keys = StoreKeys(prefix)
+        self._blobs = RedisBlobStore(self._link, self._keys)
+        self._encoder = msgspec.msgpack.Encoder()
+        self._state_decoder = msgspec.msgpack.Decoder(State)
+        self._input_decoder = msgspec.msgpack.Decoder(Input)
+        self._outcome_decoder = msgspec.msgpack.Decoder(Outcome)
+        self._spec_decoder = msgspec.msgpack.Decoder(SessionSpec)
+        self._specs: dict[bytes, SessionSpec] = {}
+        self._readiness = Readiness(self._link, self._keys)
+        # not repeated: a wrong URL (a TLS port, a firewalled host) should fail fast
+        self._capabilities = Capabilities(
+            is_durable=self._link.once(self._has_append_only_file), is_shared=True
+        )
+
+    @classmethod
+    def from_url(cls, url: str) -> RedisBackend:
+        """Open the store at ``redis://…`` or ``rediss://…`` (see the class docstring)."""
+        return cls(url)
+
+    @property
+    def url(self) -> str:
+        return self._url
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self._capabilities
+
+    @property
+    def blobs(self) -> BlobStore:
+        return self._blobs
+
+    # -- sessions -------------------------------------------------------------------------
+    def create_session(self, session_id: str, spec: SessionSpec, now: float) -> SessionInfo:
+        k = self._keys.session(check_session_id(session_id))
+        token = uuid.uuid4().hex  # a repeated call after a lost answer finds its own session
+        calls = [
+            Eval(REGISTER, [self._keys.seq, self._keys.sessions], [session_id]),
+            Eval(CREATE, [k.meta], [self._encoder.encode(spec), _num(now), spec.priority, token]),
+        ]
+        _, is_created = self._link.safely(lambda: self._link.run(calls))
+        if not is_created:
+            raise InvalidInput(f"session {session_id} already exists")
+        return SessionInfo(
+            session_id=session_id, spec=spec, created_at=now, is_cancelled=False, counts=Counts()
+        )
+
+    def get_session(self, session_id: str) -> SessionInfo:
+        k = self._session_keys(session_id)
+        row = self._link.safely(lambda: self._link.client.hmget(k.meta, _INFO_FIELDS))
+        info = self._session_info(session_id, row)
+        if info is None:
+            raise NotFound(f"no session {session_id}")
+        return info
+
+    def list_sessions(self) -> list[SessionInfo]:
+        def read() -> list[SessionInfo]:
+            session_ids = self._readiness.session_ids()
+            calls = [Cmd("HMGET", self._keys.session(s).meta, *_INFO_FIELDS) for s in session_ids]
+            rows = self._link.run(calls)
+            infos = (self._session_info(s, row) for s, row in zip(session_ids, rows, strict=True))
+            return [info for info in infos if info is not None]  # None: deleted meanwhile
+
+        return self._link.safely(read)
+
+    def delete_session(self, session_id: str) -> None:
+        k = self._session_keys(session_id)
+        # not repeated automatically: a repeat after a lost answer would say NotFound
+        if not self._link.once(lambda: self._link.call(DELETE, k.all(), [k.blob_prefix])):
+            raise NotFound(f"no session {session_id}")
+        hints = [
+            Cmd("ZREM", self._keys.sessions, session_id),
+            Cmd("SREM", self._keys.ready, session_id),
+        ]
+        self._link.safely(lambda: self._link.run(hints))
+
+    # -- tasks ----------------------------------------------------------------------------
+    def submit(
+        self,
+        session_id: str,
+        tasks: Sequence[NewTask],
+        now: float,
+        *,
+        batch_key: str | None = None,
+    ) -> list[str]:
+        k = self._session_keys(session_id)
+        tasks = list(tasks)  # a batch that fails to read fails here, before anything is sent
+        # every batch carries a key, so a submit repeated after a lost answer adds nothing
+        field = f"u:{batch_key}" if batch_key is not None else f"a:{uuid.uuid4().hex}"
+        encode = self._encoder.encode
+        initial: dict[Codec, bytes] = {}
+        for t in tasks:
+            if t.codec not in initial:
+                initial[t.codec] = encode(State(0, 0, "", 0.0, 0.0, 0, 0, 0, now, 0.0, 0, t.codec))
+        args: list[Any] = [field, len(tasks)]
+        args += [
+            encode(Input(t.handler, t.codec, t.payload, t.payload_ref, t.timeout_s)) for t in tasks
+        ]
+        args += [initial[t.codec] for t in tasks]
+        calls: list[Eval | Cmd] = [Eval(SUBMIT, k.submit_keys(), args)]
+        if tasks:
+            calls += self._readiness.mark([session_id])
+        reply = self._link.safely(lambda: self._link.run(calls))[0]
+        if reply[0] == -1:
+            raise NotFound(f"no session {session_id}")
+        if reply[0] == -3:
+            raise InvalidInput(f"session {session_id} is cancelled; it takes no new tasks")
+        first, count = reply[1], len(tasks)
+        if reply[0] == -2:
+            check_batch_size(batch_key or "", reply[2], count)
+        return [f"{session_id}.{i}" for i in range(first, first + count)]
+
+    def claim(self, worker_id: str, max_tasks: int, lease_ttl_s: float, now: float) -> list[Claim]:
+        if max_tasks <= 0:
+            return []
+        # safe to repeat: a claim whose answer was lost leaves its tasks running under
+        # leases nobody renews, and the reaper retries them when the leases expire
+        return self._link.safely(lambda: self._claim(worker_id, max_tasks, lease_ttl_s, now))
+
+    def renew(
+        self, worker_id: str, leases: Sequence[LeaseKey], lease_ttl_s: float, now: float
+    ) -> list[bool]:
+        groups: dict[str, list[int]] = {}
+        args: dict[str, list[Any]] = {}
+        expiry = _num(now + lease_ttl_s)
+        for pos, lease in enumerate(leases):
+            session_id, index = split_task_id(lease.task_id)
+            groups.setdefault(session_id, []).append(pos)
+            args.setdefault(session_id, [expiry, worker_id]).extend((index, lease.attempt))
+        calls = [Eval(RENEW, self._keys.session(s).renew_keys(), args[s]) for s in groups]
+        replies = self._link.safely(lambda: self._link.run(calls))  # idempotent
+        return self._scatter(len(leases), groups, replies)
+
+    def complete(self, completions: Sequence[Completion], now: float) -> list[bool]:
+        return self._end_attempts(completions, now, require_expired=False)
+
+    def expire(self, completions: Sequence[Completion], now: float) -> list[bool]:
+        return self._end_attempts(completions, now, require_expired=True)
+
+    def expired(self, now: float, limit: int) -> list[Lease]:
+        if limit <= 0:
+            return []
+
+        def read() -> list[Lease]:
+            session_ids = self._readiness.session_ids()
+            calls = [
+                Eval(EXPIRED, self._keys.session(s).expired_keys(), [_num(now), limit])
+                for s in session_ids
+            ]
+            leases: list[Lease] = []
+            for session_id, reply in zip(session_ids, self._link.run(calls), strict=True):
+                if reply:
+                    spec = self._spec(reply[0])
+                    for index, state in zip(reply[1], reply[2], strict=True):
+                        s = self._state_decoder.decode(state)
+                        if s.lease_expiry <= now:
+                            leases.append(self._lease(session_id, _text(index), s, spec))
+            leases.sort(key=lambda x: x.lease_expiry)
+            return leases[:limit]
+
+        return self._link.safely(read)
+
+    def cancel(self, session_id: str, task_ids: Sequence[str] | None, now: float) -> int:
+        k = self._session_keys(session_id)
+        if task_ids is None:
+            args: list[Any] = [_num(now), "all", CANCEL_STEP]
+        else:
+            args = [_num(now), "some"]
+            for tid in task_ids:
+                owner, index = split_task_id(tid)
+                if owner != session_id:
+                    raise NotFound(f"no task {tid} in session {session_id}")
+                args.append(index)
+        keys = k.transition_keys()
+        n = 0
+        is_more = True
+        while is_more:
+            # safe to repeat: a repeat cancels nothing more (the count is then too low)
+            reply = self._link.safely(lambda: self._link.call(CANCEL, keys, args))
+            if reply[0] == -1:
+                raise NotFound(f"no session {session_id}")
+            if reply[0] == -2:
+                bad = f"{session_id}.{args[reply[1] + 1]}"
+                raise NotFound(f"no task {bad} in session {session_id}")
+            n += reply[1]
+            is_more = bool(reply[2])
+        return n
+
+    def counts(self, session_id: str) -> Counts:
+        k = self._session_keys(session_id)
+        row = self._link.safely(lambda: self._link.client.hmget(k.meta, _COUNT_FIELDS))
+        if row[0] is None:
+            raise NotFound(f"no session {session_id}")
+        return _counts(row)
+
+    def tasks(self, task_ids: Sequence[str]) -> list[TaskRecord]:
+        groups: dict[str, list[int]] = {}
+        indexes: dict[str, list[str]] = {}
+        for pos, tid in enumerate(task_ids):
+            session_id, index = split_task_id(tid)
+            groups.setdefault(session_id, []).append(pos)
+            indexes.setdefault(session_id, []).append(str(index))
+        calls = [Eval(RECORDS, self._keys.session(s).records_keys(), indexes[s]) for s in groups]
+        replies = self._link.safely(lambda: self._link.run(calls))
+        records: list[TaskRecord | None] = [None] * len(task_ids)
+        for (session_id, positions), reply in zip(groups.items(), replies, strict=True):
+            if reply[0] == 0:
+                raise NotFound(f"no task {task_ids[positions[0]]}")
+            rows = zip(positions, indexes[session_id], reply[1], reply[2], strict=True)
+            for pos, i, state, outcome in rows:
+                if state is None:
+                    raise NotFound(f"no task {task_ids[pos]}")
+                records[pos] = self._record(session_id, i, state, outcome)
+        return [r for r in records if r is not None]
+
+    def finished(self, session_id: str, after: int, limit: int) -> list[TaskRecord]:
+        k = self._session_keys(session_id)
+        args = [max(0, after), max(0, limit)]
+        keys = [k.meta, k.done, k.state, k.outcome]
+        reply = self._link.safely(lambda: self._link.call(FINISHED, keys, args))
+        if reply[0] == 0:
+            raise NotFound(f"no session {session_id}")
+        rows = zip(reply[1], reply[2], reply[3], strict=True)
+        return [self._record(session_id, _text(i), state, outcome) for i, state, outcome in rows]
+
+    # -- wake-ups -------------------------------------------------------------------------
+    def wait_for_work(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + max(0.0, timeout_s)
+        self._link.safely(lambda: self._readiness.wait_for_work(deadline))
+
+    def wait_for_finished(self, session_id: str, after: int, timeout_s: float) -> None:
+        deadline = time.monotonic() + max(0.0, timeout_s)
+        try:
+            k = self._keys.session(check_session_id(session_id))
+        except InvalidInput:
+            return  # no such session: the caller's next read says so
+        self._link.safely(lambda: self._readiness.wait_for_finished(k, after, deadline))
+
+    def close(self) -> None:
+        self._link.close()
+
+    # -- internals ------------------------------------------------------------------------
+    def _has_append_only_file(self) -> bool:
+        """Whether the server logs writes to an append-only file (no, if CONFIG is denied)."""
+        try:
+            config = self._link.client.config_get("appendonly")
+        except ResponseError:  # CONFIG renamed or not allowed for this user
+            return False
+        return _text(config.get("appendonly") or "no") == "yes"
+
+    def _session_keys(self, session_id: str) -> SessionKeys:
+        """The keys of ``session_id``; NotFound for an id no session can have."""
+        try:
+            return self._keys.session(check_session_id(session_id))
+        except InvalidInput:
+            raise NotFound(f"no session {session_id!r}") from None
+
+    def _session_info(self, session_id: str, row: Sequence[Any]) -> SessionInfo | None:
+        spec, created_at, is_cancelled, *counts = row
+        if spec is None:
+            return None
+        return SessionInfo(
+            session_id=session_id,
+            spec=self._spec(spec),
+            created_at=float(created_at),
+            is_cancelled=is_cancelled == b"1",
+            counts=_counts(counts),
+        )
+
+    def _spec(self, data: bytes) -> SessionSpec:
+        spec = self._specs.get(data)
+        if spec is None:
+            if len(self._specs) >= _MAX_SPECS:
+                self._specs.clear()
+            spec = self._specs[data] = self._spec_decoder.decode(data)
+        return spec
+
+    def _claim(self, worker_id: str, max_tasks: int, lease_ttl_s: float, now: float) -> list[Claim]:
+        session_ids = self._readiness.ready()
+        if not session_ids:
+            return []
+        calls: list[Eval | Cmd] = []
+        for s in session_ids:
+            k = self._keys.session(s)
+            calls.append(Cmd("HMGET", k.meta, "priority", "last_served", "n_pending"))
+            calls.append(Cmd("ZCARD", k.pending))
+            calls.append(Cmd("ZCOUNT", k.delayed, "-inf", _num(now)))
+        replies = self._link.run(calls)
+        candidates: list[Candidate] = []
+        drained: list[str] = []
+        for j, s in enumerate(session_ids):
+            (priority, last_served, n_pending), n_ready, n_due = replies[3 * j : 3 * j + 3]
+            if not n_pending or int(n_pending) == 0:
+                drained.append(s)
+            elif n_ready + n_due > 0:
+                candidates.append(Candidate(s, int(priority), n_ready + n_due, float(last_served)))
+        if drained:
+            self._readiness.drop(drained)
+        plan = plan_claim(candidates, max_tasks)
+        expiry = _num(now + lease_ttl_s)
+        claim_calls: list[Eval | Cmd] = []
+        for s, n in plan:
+            k = self._keys.session(s)
+            claim_calls.append(Eval(CLAIM, k.claim_keys(), [n, worker_id, expiry, _num(now)]))
+        claims: list[Claim] = []
+        for (s, _), reply in zip(plan, self._link.run(claim_calls), strict=True):
+            if not reply:
+                continue  # the session was deleted since the plan
+            spec = self._spec(reply[0])
+            for j in range(1, len(reply), 3):
+                claims.append(self._claim_of(s, spec, reply[j], reply[j + 1], reply[j + 2]))
+        return claims
+
+    def _claim_of(
+        self, session_id: str, spec: SessionSpec, index: bytes, state: bytes, data: bytes
+    ) -> Claim:
+        s = self._state_decoder.decode(state)
+        task = self._input_decoder.decode(data)
+        return Claim(
+            lease=self._lease(session_id, index.decode(), s, spec),
+            session_id=session_id,
+            handler=task.handler,
+            codec=task.codec,
+            payload=task.payload,
+            payload_ref=task.payload_ref,
+            timeout_s=spec.timeout_s if task.timeout_s is None else task.timeout_s,
+        )
+
+    def _end_attempts(
+        self, completions: Sequence[Completion], now: float, require_expired: bool
+    ) -> list[bool]:
+        for c in completions:  # a bad state is a caller bug: refuse the batch before writing
+            check_transition(TaskState.RUNNING, c.state)
+        groups: dict[str, list[int]] = {}
+        args: dict[str, list[Any]] = {}
+        retried: list[str] = []
+        head = [_num(now), "1" if require_expired else "0"]
+        for pos, c in enumerate(completions):
+            session_id, index = split_task_id(c.task_id)
+            groups.setdefault(session_id, []).append(pos)
+            counter = 0 if c.failure is None else COUNTER_POSITION[c.failure]
+            outcome = self._encoder.encode(Outcome(c.result, c.result_ref, c.error))
+            row = (
+                index,
+                c.worker_id,
+                c.attempt,
+                int(c.state),
+                counter,
+                _num(c.not_before),
+                outcome,
+            )
+            args.setdefault(session_id, list(head)).extend(row)
+            if c.state is TaskState.PENDING and session_id not in retried:
+                retried.append(session_id)
+        calls: list[Eval | Cmd] = [
+            Eval(END_ATTEMPTS, self._keys.session(s).transition_keys(), args[s]) for s in groups
+        ]
+        if retried:
+            calls += self._readiness.mark(retried)
+        # safe to repeat: an outcome applied before the answer was lost is then refused by
+        # the fence (reported False) but stays applied
+        replies = self._link.safely(lambda: self._link.run(calls))
+        return self._scatter(len(completions), groups, replies)
+
+    @staticmethod
+    def _scatter(n: int, groups: dict[str, list[int]], replies: list[Any]) -> list[bool]:
+        """Put per-session script answers back in the order of the caller's batch."""
+        flags = [False] * n
+        for positions, reply in zip(groups.values(), replies[: len(groups)], strict=True):
+            for pos, flag in zip(positions, reply, strict=True):
+                flags[pos] = bool(flag)
+        return flags
+
+    def _lease(self, session_id: str, index: str, s: State, spec: SessionSpec) -> Lease:
+        return Lease(
+            task_id=f"{session_id}.{index}",
+            worker_id=s.worker_id,
+            attempt=s.attempt,
+            lease_expiry=s.lease_expiry,
+            max_attempts=spec.max_attempts,
+            retry_backoff_s=spec.retry_backoff_s,
+            n_errors=s.n_errors,
+            n_timeouts=s.n_timeouts,
+            n_lost=s.n_lost,
+        )
+
+    def _record(
+        self, session_id: str, index: str, state: bytes, outcome: bytes | None
+    ) -> TaskRecord:
+        s = self._state_decoder.decode(state)
+        o = None if outcome is None else self._outcome_decoder.decode(outcome)
+        task_state = TaskState(s.state)
+        is_success = o is not None and task_state is TaskState.SUCCEEDED
+        return TaskRecord(
+            task_id=f"{session_id}.{index}",
+            session_id=session_id,
+            state=task_state,
+            codec=s.codec,
+            attempt=s.attempt,
+            n_errors=s.n_errors,
+            n_timeouts=s.n_timeouts,
+            n_lost=s.n_lost,
+            submitted_at=s.submitted_at,
+            finished_at=s.finished_at if s.done_seq else None,
+            result=o.result if is_success and o else None,
+            result_ref=o.result_ref if is_success and o else None,
+            error=o.error if o else None,
+            done_seq=s.done_seq or None,
+        )

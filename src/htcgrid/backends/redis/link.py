@@ -1,0 +1,138 @@
+"""The backend's connection to Redis: error mapping, automatic retries, scripts in pipelines.
+
+redis-py itself is told never to retry (``Retry(NoBackoff(), 0)``): whether a failed call may
+be repeated depends on the operation, not the command, so the backend wraps each whole
+operation in :meth:`Link.safely` (retried with backoff on connection errors and timeouts,
+for reads and for writes that are safe to repeat after an unknown outcome) or
+:meth:`Link.once` (not retried: the caller sees :class:`BackendUnavailable`). Either way the
+broken connection is dropped and the next call reconnects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar, cast
+
+import redis
+from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.exceptions import ConnectionError, NoScriptError, RedisError, TimeoutError
+from redis.retry import Retry
+
+from htcgrid.backends.redis.scripts import Script
+from htcgrid.core.errors import BackendUnavailable, InvalidInput
+
+T = TypeVar("T")
+
+CONNECT_TIMEOUT_S = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Eval:
+    """One script call in a pipeline."""
+
+    script: Script
+    keys: Sequence[str]
+    args: Sequence[Any]
+
+
+class Cmd:
+    """One plain command in a pipeline; its reply is redis-py's raw parse of it."""
+
+    __slots__ = ("args",)
+
+    def __init__(self, *args: Any) -> None:
+        self.args = args
+
+
+class Link:
+    """A redis-py client with the grid's error and retry rules."""
+
+    def __init__(self, redis_url: str) -> None:
+        try:
+            self.client = redis.Redis.from_url(
+                redis_url,
+                socket_connect_timeout=CONNECT_TIMEOUT_S,
+                retry=Retry(NoBackoff(), 0),
+            )
+        except ValueError as exc:  # redis-py's message for a URL it cannot parse
+            raise InvalidInput(f"malformed Redis URL: {exc}") from exc
+        options = self.client.connection_pool.connection_kwargs
+        if options.get("decode_responses"):
+            raise InvalidInput("the store URL must not set decode_responses: payloads are bytes")
+        if "path" in options:
+            self.where = f"Redis at {options['path']} (db {options.get('db', 0)})"
+        else:
+            host, port = options.get("host", "localhost"), options.get("port", 6379)
+            self.where = f"Redis at {host}:{port} (db {options.get('db', 0)})"
+        socket_timeout_s = options.get("socket_timeout")
+        #: The longest one blocking read may wait without tripping the socket timeout.
+        self.block_step_s: float | None = (
+            None if socket_timeout_s is None else max(0.01, socket_timeout_s * 0.8)
+        )
+        # a whole safe operation is repeated 0.1, 0.2, 0.4, 0.8, 1.6 s apart (3 s in all)
+        self._retry = Retry(
+            ExponentialBackoff(cap=2, base=0.05), 5, (ConnectionError, TimeoutError)
+        )
+        self._is_closed = False
+
+    def safely(self, op: Callable[[], T]) -> T:
+        """Run ``op``, repeating it after connection errors; it must be safe to repeat."""
+        return self._guard(lambda: self._retry.call_with_retry(op, _ignore))
+
+    def once(self, op: Callable[[], T]) -> T:
+        """Run ``op`` once: a connection error surfaces as BackendUnavailable."""
+        return self._guard(op)
+
+    def run(self, calls: Sequence[Eval | Cmd]) -> list[Any]:
+        """Send ``calls`` in one round trip (not a transaction: each script is atomic on its
+        own) and return their replies; raise the first error among them.
+
+        A script the server does not know (it restarted or flushed its cache) is loaded and
+        only the calls that failed so are sent again, with the plain commands of the batch,
+        which are wake-up hints safe to repeat.
+        """
+        replies = self._send(calls)
+        missing = [k for k, r in enumerate(replies) if isinstance(r, NoScriptError)]
+        if missing:
+            scripts = {c.script for k in missing if isinstance(c := calls[k], Eval)}
+            for script in scripts:
+                self.client.script_load(script.source)
+            again = [k for k, c in enumerate(calls) if k in missing or isinstance(c, Cmd)]
+            for k, reply in zip(again, self._send([calls[k] for k in again]), strict=True):
+                replies[k] = reply
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies
+
+    def call(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """Run one script and return its reply."""
+        return self.run([Eval(script, keys, args)])[0]
+
+    def close(self) -> None:
+        self._is_closed = True
+        self.client.close()
+
+    def _send(self, calls: Sequence[Eval | Cmd]) -> list[Any]:
+        pipe = self.client.pipeline(transaction=False)
+        for c in calls:
+            if isinstance(c, Eval):
+                pipe.evalsha(c.script.sha, len(c.keys), *c.keys, *c.args)
+            else:
+                cast(Any, pipe).execute_command(*c.args)  # untyped in redis-py
+        return pipe.execute(raise_on_error=False)
+
+    def _guard(self, op: Callable[[], T]) -> T:
+        if self._is_closed:
+            raise BackendUnavailable(f"the store at {self.where} was closed")
+        try:
+            return op()
+        except (ConnectionError, TimeoutError) as exc:
+            raise BackendUnavailable(f"{self.where} is unavailable: {exc}") from exc
+        except RedisError as exc:
+            raise BackendUnavailable(f"{self.where} refused the operation: {exc}") from exc
+
+
+def _ignore(error: Exception) -> None:
+    """redis-py has already dropped the broken connection; nothing else to undo."""
