@@ -54,8 +54,9 @@ def check_batch_size(batch_key: str, accepted: int, offered: int) -> None:
 
 
 @runtime_checkable
-class Backend(Protocol):
-    """A grid's state store. Methods are batched: one call, many tasks."""
+class ClientStore(Protocol):
+    """What a client needs of a store: sessions, submit, results, cancel. The direct mode's
+    backends and the HTTP API's remote store both provide it. Methods are batched."""
 
     @property
     def url(self) -> str:
@@ -105,6 +106,40 @@ class Backend(Protocol):
         """
         ...
 
+    def cancel(self, session_id: str, task_ids: Sequence[str] | None, now: float) -> int:
+        """Cancel pending and running tasks (all of the session's when ``task_ids`` is None,
+        which also closes the session to new tasks). Finished tasks are untouched.
+        Return how many tasks were cancelled; NotFound if the session is absent."""
+        ...
+
+    def counts(self, session_id: str) -> Counts:
+        """Tasks of a session per state; NotFound if absent."""
+        ...
+
+    def tasks(self, task_ids: Sequence[str]) -> list[TaskRecord]:
+        """Records of the given tasks, in the given order; NotFound if any is absent."""
+        ...
+
+    def finished(self, session_id: str, after: int, limit: int) -> list[TaskRecord]:
+        """Finished tasks of a session in the order they finished, from position ``after``
+        (exclusive; start at 0), at most ``limit``. Use the last ``done_seq`` as the next
+        ``after`` to stream results without holding them all."""
+        ...
+
+    # -- wake-ups -------------------------------------------------------------------------
+    def wait_for_finished(self, session_id: str, after: int, timeout_s: float) -> None:
+        """Block until the session may have a task finished past ``after``, or timeout."""
+        ...
+
+    def close(self) -> None:
+        """Release connections; the backend must not be used afterwards."""
+        ...
+
+
+@runtime_checkable
+class Backend(ClientStore, Protocol):
+    """A grid's state store: the client's operations plus those of workers and reapers."""
+
     def claim(self, worker_id: str, max_tasks: int, lease_ttl_s: float, now: float) -> list[Claim]:
         """Move up to ``max_tasks`` claimable tasks to running under fresh leases.
 
@@ -138,35 +173,6 @@ class Backend(Protocol):
         (a renewal that raced the reaper wins)."""
         ...
 
-    def cancel(self, session_id: str, task_ids: Sequence[str] | None, now: float) -> int:
-        """Cancel pending and running tasks (all of the session's when ``task_ids`` is None,
-        which also closes the session to new tasks). Finished tasks are untouched.
-        Return how many tasks were cancelled; NotFound if the session is absent."""
-        ...
-
-    def counts(self, session_id: str) -> Counts:
-        """Tasks of a session per state; NotFound if absent."""
-        ...
-
-    def tasks(self, task_ids: Sequence[str]) -> list[TaskRecord]:
-        """Records of the given tasks, in the given order; NotFound if any is absent."""
-        ...
-
-    def finished(self, session_id: str, after: int, limit: int) -> list[TaskRecord]:
-        """Finished tasks of a session in the order they finished, from position ``after``
-        (exclusive; start at 0), at most ``limit``. Use the last ``done_seq`` as the next
-        ``after`` to stream results without holding them all."""
-        ...
-
-    # -- wake-ups -------------------------------------------------------------------------
     def wait_for_work(self, timeout_s: float) -> None:
         """Block until work may be claimable or ``timeout_s`` passed (may return early)."""
-        ...
-
-    def wait_for_finished(self, session_id: str, after: int, timeout_s: float) -> None:
-        """Block until the session may have a task finished past ``after``, or timeout."""
-        ...
-
-    def close(self) -> None:
-        """Release connections; the backend must not be used afterwards."""
         ...

@@ -7,7 +7,7 @@ import logging
 import threading
 from typing import Any
 
-from htcgrid.backends.base import Backend
+from htcgrid.backends.base import ClientStore
 from htcgrid.client.payloads import outcome
 from htcgrid.core.model import TaskRecord
 
@@ -27,14 +27,14 @@ class TaskFuture(concurrent.futures.Future[Any]):
 
 
 class Collector:
-    """Streams a session's finished tasks (``Backend.finished``) and resolves their futures.
+    """Streams a session's finished tasks (``ClientStore.finished``) and resolves their futures.
 
     Futures are registered under ``lock`` together with the submit that created their tasks,
     and records are dispatched under the same lock, so a task that finishes before its future
     is registered is never missed.
     """
 
-    def __init__(self, backend: Backend, session_id: str, page: int = 2000) -> None:
+    def __init__(self, backend: ClientStore, session_id: str, page: int = 2000) -> None:
         self.backend = backend
         self.session_id = session_id
         self.page = page

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from htcgrid.backends.base import Backend
+from htcgrid.backends.base import ClientStore
 from htcgrid.backends.blobs import DEFAULT_INLINE_LIMIT
 from htcgrid.backends.registry import default_store_url, open_backend
 from htcgrid.client.executor import GridExecutor
@@ -23,7 +23,7 @@ class Grid:
 
     def __init__(
         self,
-        backend: Backend,
+        backend: ClientStore,
         *,
         inline_limit: int = DEFAULT_INLINE_LIMIT,
         embedded: EmbeddedGrid | None = None,

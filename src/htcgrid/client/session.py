@@ -12,7 +12,7 @@ from functools import partial
 from itertools import islice
 from typing import Any
 
-from htcgrid.backends.base import Backend
+from htcgrid.backends.base import ClientStore
 from htcgrid.client.futures import Collector, TaskFuture
 from htcgrid.client.payloads import Handler, HandlerRefs, new_task, outcome
 from htcgrid.client.reconnect import retrying
@@ -60,7 +60,7 @@ class Session:
 
     def __init__(
         self,
-        backend: Backend,
+        backend: ClientStore,
         info: SessionInfo,
         *,
         codec: Codec = Codec.PICKLE,

@@ -38,6 +38,7 @@ class SessionSpec(msgspec.Struct, frozen=True, kw_only=True):
     timeout_s: float | None = None
     retry_backoff_s: float = 0.0
     name: str = ""
+    tenant: str = ""  # the owner, set by the HTTP API from the caller's token; "" when direct
 
 
 class Counts(msgspec.Struct, frozen=True, kw_only=True):
