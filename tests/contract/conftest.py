@@ -15,7 +15,7 @@ import pytest
 from htcgrid.backends.base import Backend
 from tests.stores import open_store
 
-BACKENDS = ("memory", "sqlite")
+BACKENDS = ("memory", "sqlite", "redis", "postgres")
 
 
 @pytest.fixture(params=BACKENDS)

@@ -128,7 +128,9 @@ class ClientStore(Protocol):
 
     # -- wake-ups -------------------------------------------------------------------------
     def wait_for_finished(self, session_id: str, after: int, timeout_s: float) -> None:
-        """Block until the session may have a task finished past ``after``, or timeout."""
+        """Block until the session may have a task finished past ``after``, or timeout.
+        Never raises for an unreachable store: it returns at the timeout and the caller's
+        next real call reports the outage."""
         ...
 
     def close(self) -> None:
@@ -174,5 +176,6 @@ class Backend(ClientStore, Protocol):
         ...
 
     def wait_for_work(self, timeout_s: float) -> None:
-        """Block until work may be claimable or ``timeout_s`` passed (may return early)."""
+        """Block until work may be claimable or ``timeout_s`` passed (may return early).
+        Never raises for an unreachable store (see :meth:`wait_for_finished`)."""
         ...

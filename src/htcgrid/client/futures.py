@@ -9,6 +9,7 @@ from typing import Any
 
 from htcgrid.backends.base import ClientStore
 from htcgrid.client.payloads import outcome
+from htcgrid.core.errors import BackendUnavailable
 from htcgrid.core.model import TaskRecord
 
 log = logging.getLogger(__name__)
@@ -78,9 +79,18 @@ class Collector:
                     return
             try:
                 self._poll()
+            except BackendUnavailable as exc:  # a store restart: wait it out, never die
+                log.warning("collecting results of %s: %s; retrying", self.session_id, exc)
+                self._pause(0.5)
             except Exception:
                 log.exception("collecting results of session %s failed; retrying", self.session_id)
-                self.backend.wait_for_finished(self.session_id, self._cursor, 0.5)
+                self._pause(0.5)
+
+    def _pause(self, seconds: float) -> None:
+        """Back off without touching the store (it may be what failed); close() interrupts."""
+        with self.lock:
+            if not self._is_closed:
+                self._wake.wait(seconds)
 
     def _poll(self) -> None:
         records = self.backend.finished(self.session_id, self._cursor, self.page)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
@@ -47,7 +47,7 @@ from htcgrid.backends.redis.scripts import (
     RENEW,
     SUBMIT,
 )
-from htcgrid.core.errors import InvalidInput, NotFound
+from htcgrid.core.errors import BackendUnavailable, InvalidInput, NotFound
 from htcgrid.core.fairshare import Candidate, plan_claim
 from htcgrid.core.ids import check_session_id, split_task_id
 from htcgrid.core.model import (
@@ -325,7 +325,7 @@ class RedisBackend:
     # -- wake-ups -------------------------------------------------------------------------
     def wait_for_work(self, timeout_s: float) -> None:
         deadline = time.monotonic() + max(0.0, timeout_s)
-        self._link.safely(lambda: self._readiness.wait_for_work(deadline))
+        self._wait_out(lambda: self._readiness.wait_for_work(deadline), deadline)
 
     def wait_for_finished(self, session_id: str, after: int, timeout_s: float) -> None:
         deadline = time.monotonic() + max(0.0, timeout_s)
@@ -333,7 +333,15 @@ class RedisBackend:
             k = self._keys.session(check_session_id(session_id))
         except InvalidInput:
             return  # no such session: the caller's next read says so
-        self._link.safely(lambda: self._readiness.wait_for_finished(k, after, deadline))
+        self._wait_out(lambda: self._readiness.wait_for_finished(k, after, deadline), deadline)
+
+    def _wait_out(self, wait: Callable[[], None], deadline: float) -> None:
+        """Run a wait; if the server is unreachable, sleep out the deadline instead of raising
+        (the port's waits never raise: the caller's next real call reports the outage)."""
+        try:
+            self._link.safely(wait)
+        except BackendUnavailable:
+            time.sleep(max(0.0, deadline - time.monotonic()))
 
     def close(self) -> None:
         self._link.close()

@@ -1,0 +1,539 @@
+"""The shared, durable backend: the grid's state in PostgreSQL, reached by every machine.
+
+Every port call is one short transaction (or one statement) however many tasks it touches:
+batches travel as arrays. The locking protocol that keeps counters exact and free of
+deadlocks: **every transaction that changes task states locks the rows of the sessions it
+touches first, in ``sid`` order**, then the task rows in key order, and updates the sessions'
+counters and ``last_done_seq`` before it commits. Renewals are the one exception: they change
+only the lease expiry of running tasks, lock just those rows (in key order) and never wait
+for a session. So the rows of a session's pending tasks are only ever locked by a transaction
+that holds the session's row: claims take them ``FOR UPDATE`` (retries with ``SKIP LOCKED``)
+and never wait for them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+
+from htcgrid.backends.base import Capabilities, LeaseKey, check_batch_size
+from htcgrid.backends.blobs import BlobStore
+from htcgrid.core.errors import BackendUnavailable, InvalidInput, NotFound
+from htcgrid.core.fairshare import Candidate, plan_claim
+from htcgrid.core.ids import check_session_id, task_id
+from htcgrid.core.model import (
+    Claim,
+    Codec,
+    Completion,
+    Counts,
+    ErrorInfo,
+    Lease,
+    NewTask,
+    SessionInfo,
+    SessionSpec,
+    TaskRecord,
+)
+from htcgrid.core.states import TaskState, check_transition
+
+from .address import Address
+from .blobs import PostgresBlobStore
+from .changes import Outcomes, Tally, counter_params
+from .connections import Conn, Connections
+from .keys import (
+    MAX_INDEX,
+    fresh_window,
+    index_of,
+    key_range,
+    parse_task_id,
+    task_key,
+)
+from .queries import Sql
+from .schema import migrate
+
+_PENDING, _RUNNING = int(TaskState.PENDING), int(TaskState.RUNNING)
+_MAX_BIGINT = (1 << 63) - 1
+_NEVER = float("inf")
+_CODECS = {c.value: c for c in Codec}
+_CHANGED_UNDER_LOCK = "tasks changed under their locks (a bug); nothing was applied"
+
+
+def _counts(row: Sequence[int]) -> Counts:
+    pending, running, succeeded, failed, cancelled = row
+    return Counts(
+        pending=pending, running=running, succeeded=succeeded, failed=failed, cancelled=cancelled
+    )
+
+
+class PostgresBackend:
+    """:class:`htcgrid.backends.base.Backend` on PostgreSQL, shared by every grid process.
+
+    Open it with ``postgresql://user@host:5432/db?schema=NAME`` (default schema ``htcgrid``);
+    the grid creates and migrates its tables in that schema.
+    """
+
+    def __init__(self, url: str) -> None:
+        self._address = Address.parse(url)
+        self._db = Connections(self._address)
+        self._sql = Sql().bound(self._address.quoted_schema)
+        self._work_channel = self._address.channel("work")
+        self._finished_channel = self._address.channel("finished")
+        self._blobs = PostgresBlobStore(self._db, self._sql)
+        self._spec_decoder = msgspec.msgpack.Decoder(SessionSpec)
+        self._error_decoder = msgspec.msgpack.Decoder(ErrorInfo)
+        self._encoder = msgspec.msgpack.Encoder()
+        address = self._address
+        try:
+            self._db.transaction(
+                lambda conn: migrate(conn, address.schema, address.quoted_schema, address.url)
+            )
+        except BaseException:
+            self._db.close()
+            raise
+
+    @classmethod
+    def from_url(cls, url: str) -> PostgresBackend:
+        """Open the store at ``postgresql://...[?schema=NAME]``."""
+        return cls(url)
+
+    @property
+    def url(self) -> str:
+        return self._address.url
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(is_durable=True, is_shared=True)
+
+    @property
+    def blobs(self) -> BlobStore:
+        return self._blobs
+
+    # -- sessions -------------------------------------------------------------------------
+    def create_session(self, session_id: str, spec: SessionSpec, now: float) -> SessionInfo:
+        check_session_id(session_id)
+        params = (session_id, spec.priority, now, self._encoder.encode(spec))
+
+        def create(conn: Conn) -> bool:
+            return conn.execute(self._sql.create_session, params).fetchone() is not None
+
+        if not self._db.statement(create, is_idempotent=False):
+            raise InvalidInput(f"session {session_id} already exists")
+        return SessionInfo(
+            session_id=session_id, spec=spec, created_at=now, is_cancelled=False, counts=Counts()
+        )
+
+    def get_session(self, session_id: str) -> SessionInfo:
+        row = self._db.read(
+            lambda conn: conn.execute(self._sql.get_session, [session_id]).fetchone()
+        )
+        if row is None:
+            raise NotFound(f"no session {session_id}")
+        return self._session_info(row)
+
+    def list_sessions(self) -> list[SessionInfo]:
+        rows = self._db.read(lambda conn: conn.execute(self._sql.list_sessions).fetchall())
+        return [self._session_info(row) for row in rows]
+
+    def delete_session(self, session_id: str) -> None:
+        def delete(conn: Conn) -> None:
+            sid = self._lock_session(conn, session_id)[0]
+            first, last = key_range(sid)
+            params = {"sid": sid, "session_id": session_id, "first": first, "last": last}
+            conn.execute(self._sql.lock_running, [sid])
+            conn.execute(self._sql.delete_session, params)
+
+        self._db.transaction(delete)
+
+    # -- tasks ----------------------------------------------------------------------------
+    def submit(
+        self,
+        session_id: str,
+        tasks: Sequence[NewTask],
+        now: float,
+        *,
+        batch_key: str | None = None,
+    ) -> list[str]:
+        columns: dict[str, list[Any]] = {
+            "handlers": [],
+            "codecs": [],
+            "payloads": [],
+            "payload_refs": [],
+            "timeouts": [],
+        }
+        for t in tasks:  # read the whole batch before writing: a failing one adds nothing
+            columns["handlers"].append(t.handler)
+            columns["codecs"].append(t.codec.value)
+            columns["payloads"].append(t.payload)
+            columns["payload_refs"].append(t.payload_ref)
+            columns["timeouts"].append(None if t.timeout_s is None else float(t.timeout_s))
+        n = len(columns["handlers"])
+
+        def add(conn: Conn) -> tuple[int, int]:
+            row = conn.execute(
+                self._sql.submit_lock, {"session_id": session_id, "batch_key": batch_key}
+            ).fetchone()
+            if row is None:
+                raise NotFound(f"no session {session_id}")
+            sid, is_cancelled, first, spec, seen_first, seen_count = row
+            if batch_key is not None and seen_first is not None:
+                check_batch_size(batch_key, seen_count, n)
+                return seen_first, seen_count
+            if is_cancelled:
+                raise InvalidInput(f"session {session_id} is cancelled; it takes no new tasks")
+            if first + n - 1 > MAX_INDEX:
+                raise InvalidInput(f"session {session_id} cannot hold more tasks")
+            params = {
+                **columns,
+                "sid": sid,
+                "first": first,
+                "first_key": task_key(sid, first),
+                "n": n,
+                "now": now,
+                "batch_key": batch_key,
+                "default_timeout_s": self._spec_decoder.decode(spec).timeout_s,
+                "work_channel": self._work_channel,
+            }
+            conn.execute(self._sql.submit_insert, params)
+            return first, n
+
+        first, count = self._db.transaction(add)
+        return [task_id(session_id, i) for i in range(first, first + count)]
+
+    def claim(self, worker_id: str, max_tasks: int, lease_ttl_s: float, now: float) -> list[Claim]:
+        if max_tasks <= 0:
+            return []
+        rows = self._db.read(lambda conn: conn.execute(self._sql.claim_candidates).fetchall())
+        names = {sid: session_id for sid, session_id, *_ in rows}
+        sids = {session_id: sid for sid, session_id, *_ in rows}
+        plan = plan_claim([Candidate(*row[1:]) for row in rows], max_tasks)
+        if not plan:
+            return []
+        planned = [sids[session_id] for session_id, _ in plan]
+        expiry = now + lease_ttl_s
+
+        def take(conn: Conn) -> tuple[dict[int, bytes], list[tuple[Any, ...]]]:
+            locked = conn.execute(self._sql.claim_lock, [sorted(planned)]).fetchall()
+            specs: dict[int, bytes] = {sid: spec for sid, spec, *_ in locked}
+            bounds = {sid: (first, holes, end) for sid, _, first, holes, end in locked}
+            live = [(sids[s], n) for s, n in plan if sids[s] in specs]  # not deleted since
+            if not live:
+                return specs, []
+            windows = [fresh_window(sid, n, *bounds[sid]) for sid, n in live]
+            params = {
+                "sids": [sid for sid, _ in live],
+                "ns": [n for _, n in live],
+                "firsts": [w[0] for w in windows],
+                "lasts": [w[1] for w in windows],
+                "now": now,
+                "worker_id": worker_id,
+                "expiry": expiry,
+            }
+            return specs, conn.execute(self._sql.claim_take, params, binary=True).fetchall()
+
+        spec_bytes, taken = self._db.transaction(take, is_timely=True)
+        order = {sid: i for i, sid in enumerate(planned)}
+        taken.sort(key=lambda row: (order[row[0]], row[1]))  # plan order, then oldest first
+        specs = {sid: self._spec_decoder.decode(spec) for sid, spec in spec_bytes.items()}
+        return [self._claim(names[row[0]], specs[row[0]], row, worker_id, expiry) for row in taken]
+
+    def renew(
+        self, worker_id: str, leases: Sequence[LeaseKey], lease_ttl_s: float, now: float
+    ) -> list[bool]:
+        keys = [parse_task_id(lease.task_id) for lease in leases]
+        asked = [(*k, x.attempt) for k, x in zip(keys, leases, strict=True) if k is not None]
+        if not asked:
+            return [False] * len(keys)
+        params = {
+            "session_ids": [a[0] for a in asked],
+            "idxs": [a[1] for a in asked],
+            "attempts": [a[2] for a in asked],
+            "worker_id": worker_id,
+            "expiry": now + lease_ttl_s,
+        }
+
+        def extend(conn: Conn) -> set[tuple[str, int, int]]:
+            return {(row[0], row[1], row[2]) for row in conn.execute(self._sql.renew, params)}
+
+        held = self._db.statement(extend, is_idempotent=True, is_timely=True)
+        return [
+            k is not None and (*k, x.attempt) in held for k, x in zip(keys, leases, strict=True)
+        ]
+
+    def complete(self, completions: Sequence[Completion], now: float) -> list[bool]:
+        return self._end_attempts(completions, now, max_expiry=_NEVER)
+
+    def expire(self, completions: Sequence[Completion], now: float) -> list[bool]:
+        return self._end_attempts(completions, now, max_expiry=now)
+
+    def expired(self, now: float, limit: int) -> list[Lease]:
+        params = {"now": now, "limit": max(0, limit)}
+        rows = self._db.read(lambda conn: conn.execute(self._sql.expired, params).fetchall())
+        specs: dict[bytes, SessionSpec] = {}
+        leases = []
+        for session_id, idx, worker_id, attempt, expiry, n_err, n_to, n_lost, spec_bytes in rows:
+            spec = specs.get(spec_bytes)
+            if spec is None:
+                spec = specs[spec_bytes] = self._spec_decoder.decode(spec_bytes)
+            leases.append(
+                Lease(
+                    task_id=task_id(session_id, idx),
+                    worker_id=worker_id,
+                    attempt=attempt,
+                    lease_expiry=expiry,
+                    max_attempts=spec.max_attempts,
+                    retry_backoff_s=spec.retry_backoff_s,
+                    n_errors=n_err,
+                    n_timeouts=n_to,
+                    n_lost=n_lost,
+                )
+            )
+        return leases
+
+    def cancel(self, session_id: str, task_ids: Sequence[str] | None, now: float) -> int:
+        if task_ids is None:
+            return self._db.transaction(lambda conn: self._cancel_all(conn, session_id, now))
+        ids = list(task_ids)
+        return self._db.transaction(lambda conn: self._cancel_some(conn, session_id, ids, now))
+
+    def counts(self, session_id: str) -> Counts:
+        row = self._db.read(lambda conn: conn.execute(self._sql.counts, [session_id]).fetchone())
+        if row is None:
+            raise NotFound(f"no session {session_id}")
+        return _counts(row)
+
+    def tasks(self, task_ids: Sequence[str]) -> list[TaskRecord]:
+        keys = []
+        for tid in task_ids:
+            key = parse_task_id(tid)
+            if key is None:
+                raise NotFound(f"no task {tid}")
+            keys.append(key)
+        if not keys:
+            return []
+        params = {"session_ids": [k[0] for k in keys], "idxs": [k[1] for k in keys]}
+        rows = self._db.read(
+            lambda conn: conn.execute(self._sql.tasks, params, binary=True).fetchall()
+        )
+        found = {(row[0], index_of(row[1])): row[1:] for row in rows}
+        records = []
+        for tid, key in zip(task_ids, keys, strict=True):
+            row = found.get(key)
+            if row is None:
+                raise NotFound(f"no task {tid}")
+            records.append(self._record(key[0], row))
+        return records
+
+    def finished(self, session_id: str, after: int, limit: int) -> list[TaskRecord]:
+        after = max(0, after)  # done_seq counts 1, 2, 3... with no gap: a page is a key range
+        until = min(after + max(0, limit), _MAX_BIGINT)
+        params = {"session_id": session_id, "after": after, "until": until}
+        rows = self._db.read(
+            lambda conn: conn.execute(self._sql.finished, params, binary=True).fetchall()
+        )
+        if not rows:
+            raise NotFound(f"no session {session_id}")
+        return [self._record(session_id, row) for row in rows if row[0] is not None]
+
+    # -- wake-ups -------------------------------------------------------------------------
+    def wait_for_work(self, timeout_s: float) -> None:
+        self._db.wait(self._work_channel, self._seconds_to_work, timeout_s)
+
+    def wait_for_finished(self, session_id: str, after: int, timeout_s: float) -> None:
+        def seconds_to_finished(conn: Conn) -> float:
+            row = conn.execute(self._sql.last_done_seq, [session_id]).fetchone()
+            return 0.0 if row is None or row[0] > after else _NEVER
+
+        self._db.wait(self._finished_channel, seconds_to_finished, timeout_s, payload=session_id)
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- internals ------------------------------------------------------------------------
+    def _lock_session(self, conn: Conn, session_id: str) -> tuple[int, int]:
+        """Lock a session's row; its (sid, last_done_seq), or NotFound."""
+        row = conn.execute(self._sql.lock_session, [session_id]).fetchone()
+        if row is None:
+            raise NotFound(f"no session {session_id}")
+        return row[0], row[1]
+
+    def _end_attempts(
+        self, completions: Sequence[Completion], now: float, max_expiry: float
+    ) -> list[bool]:
+        """Apply completions fenced by (worker, attempt) and, for the reaper, by expiry."""
+        for c in completions:  # a bad state is a caller bug: refuse the batch before writing
+            check_transition(TaskState.RUNNING, c.state)
+        ids = [parse_task_id(c.task_id) for c in completions]
+        session_ids = sorted({i[0] for i in ids if i is not None})
+        if not session_ids:
+            return [False] * len(ids)
+
+        def apply(conn: Conn) -> list[bool]:
+            rows = conn.execute(self._sql.end_lock, [session_ids]).fetchall()
+            tallies = {session_id: Tally(sid, last) for sid, session_id, last in rows}
+            keys = [
+                None if i is None or i[0] not in tallies else task_key(tallies[i[0]].sid, i[1])
+                for i in ids
+            ]
+            wanted = sorted({k for k in keys if k is not None})
+            held: dict[int, tuple[str, int]] = {}  # key -> (worker, attempt), if it may end
+            for key, state, worker_id, attempt, expiry in conn.execute(
+                self._sql.lock_tasks, [wanted]
+            ):
+                if state == _RUNNING and expiry <= max_expiry:
+                    held[key] = (worker_id, attempt)
+            outcomes = Outcomes(self._encoder)
+            accepted = []
+            for c, i, key in zip(completions, ids, keys, strict=True):
+                is_held = key is not None and held.get(key) == (c.worker_id, c.attempt)
+                accepted.append(is_held)
+                if is_held and i is not None and key is not None:
+                    del held[key]  # the first valid completion wins
+                    outcomes.add(i[0], tallies[i[0]], key, c, now)
+            if any(accepted):
+                self._apply_outcomes(conn, outcomes, [t for t in tallies.values() if t.is_changed])
+            return accepted
+
+        return self._db.transaction(apply)
+
+    def _apply_outcomes(self, conn: Conn, outcomes: Outcomes, tallies: list[Tally]) -> None:
+        params = {
+            **outcomes.columns,
+            **counter_params(tallies),
+            "finished": sorted(outcomes.finished),
+            "finished_channel": self._finished_channel,
+            "work_channel": self._work_channel,
+            "has_retry": outcomes.has_retry,
+        }
+        row = conn.execute(self._sql.end_apply, params).fetchone()
+        if row is None or row[0] != len(outcomes):
+            raise BackendUnavailable(_CHANGED_UNDER_LOCK)  # rolls back; never expected
+
+    def _cancel_all(self, conn: Conn, session_id: str, now: float) -> int:
+        """Close the session and cancel its pending and running tasks, numbering them in the
+        finished stream in index order."""
+        row = conn.execute(self._sql.cancel_close, [session_id]).fetchone()
+        if row is None:
+            raise NotFound(f"no session {session_id}")
+        sid, last_done_seq, fresh_from = row
+        params = {
+            "sid": sid,
+            "first_key": task_key(sid, fresh_from),
+            "last_key": key_range(sid)[1],
+            "session_id": session_id,
+            "last_done_seq": last_done_seq,
+            "now": now,
+            "finished_channel": self._finished_channel,
+        }
+        result = conn.execute(self._sql.cancel_all, params).fetchone()
+        return 0 if result is None else int(result[0])
+
+    def _cancel_some(self, conn: Conn, session_id: str, task_ids: list[str], now: float) -> int:
+        """Cancel the given tasks still pending or running, in the given order; NotFound (and
+        nothing changes, as the transaction rolls back) if any is not a task of the session."""
+        tally = Tally(*self._lock_session(conn, session_id))
+        keys = []
+        for tid in task_ids:
+            i = parse_task_id(tid)
+            if i is None or i[0] != session_id:
+                raise NotFound(f"no task {tid} in session {session_id}")
+            keys.append(task_key(tally.sid, i[1]))
+        cursor = conn.execute(self._sql.lock_tasks, [sorted(set(keys))])
+        found = {key: (state, attempt) for key, state, _, attempt, _ in cursor}
+        picked: dict[int, int] = {}  # key -> done_seq
+        for tid, key in zip(task_ids, keys, strict=True):
+            if key not in found:
+                raise NotFound(f"no task {tid} in session {session_id}")
+            state, attempt = found[key]
+            if state in (_PENDING, _RUNNING) and key not in picked:
+                picked[key] = tally.next_done_seq()
+                tally.move(state, TaskState.CANCELLED)
+                tally.fresh_holes += attempt == 0  # a claim must now look past it
+        if not picked:
+            return 0
+        params = {
+            "keys": list(picked),
+            "done_seqs": list(picked.values()),
+            "now": now,
+            **counter_params([tally]),
+            "finished": [session_id],
+            "finished_channel": self._finished_channel,
+            "work_channel": self._work_channel,
+            "has_retry": False,
+        }
+        row = conn.execute(self._sql.cancel_some, params).fetchone()
+        if row is None or row[0] != len(picked):
+            raise BackendUnavailable(_CHANGED_UNDER_LOCK)  # rolls back; never expected
+        return len(picked)
+
+    def _seconds_to_work(self, conn: Conn) -> float:
+        """0 when a task is claimable now, else how long until a delayed retry becomes so."""
+        now = time.time()
+        row = conn.execute(self._sql.work_ready, [now]).fetchone()
+        if row is not None and row[0]:
+            return 0.0
+        row = conn.execute(self._sql.work_next_due).fetchone()
+        if row is None or row[0] is None:
+            return _NEVER
+        return max(0.0, float(row[0]) - now)
+
+    def _claim(
+        self,
+        session_id: str,
+        spec: SessionSpec,
+        row: tuple[Any, ...],
+        worker_id: str,
+        expiry: float,
+    ) -> Claim:
+        _, key, attempt, n_errors, n_timeouts, n_lost, codec, handler, payload, ref, timeout_s = row
+        lease = Lease(
+            task_id=task_id(session_id, index_of(key)),
+            worker_id=worker_id,
+            attempt=attempt,
+            lease_expiry=expiry,
+            max_attempts=spec.max_attempts,
+            retry_backoff_s=spec.retry_backoff_s,
+            n_errors=n_errors,
+            n_timeouts=n_timeouts,
+            n_lost=n_lost,
+        )
+        return Claim(
+            lease=lease,
+            session_id=session_id,
+            handler=handler,
+            codec=_CODECS[codec],
+            payload=payload,
+            payload_ref=ref,
+            timeout_s=timeout_s,
+        )
+
+    def _record(self, session_id: str, row: Sequence[Any]) -> TaskRecord:
+        key, state, codec, attempt, n_err, n_to, n_lost, submitted, finished, *rest = row
+        result, result_ref, error, done_seq = rest
+        return TaskRecord(
+            task_id=task_id(session_id, index_of(key)),
+            session_id=session_id,
+            state=TaskState(state),
+            codec=_CODECS[codec],
+            attempt=attempt,
+            n_errors=n_err,
+            n_timeouts=n_to,
+            n_lost=n_lost,
+            submitted_at=submitted,
+            finished_at=finished,
+            result=result,
+            result_ref=result_ref,
+            error=None if error is None else self._error_decoder.decode(error),
+            done_seq=done_seq,
+        )
+
+    def _session_info(self, row: Sequence[Any]) -> SessionInfo:
+        session_id, spec, created_at, is_cancelled, *counts = row
+        return SessionInfo(
+            session_id=session_id,
+            spec=self._spec_decoder.decode(spec),
+            created_at=created_at,
+            is_cancelled=bool(is_cancelled),
+            counts=_counts(counts),
+        )

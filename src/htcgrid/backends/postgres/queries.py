@@ -1,0 +1,323 @@
+"""Every statement the PostgreSQL backend sends, each one round trip however many tasks it
+touches: batches travel as binary arrays and are expanded with ``unnest``.
+
+Two rules keep the plans right at any table size and with stale statistics:
+
+- tasks named by id are reached with ``key = ANY(array)`` on the primary key, never by
+  joining an ``unnest`` (whose row count the planner can only guess);
+- a statement that reaches tasks by key does not also test their state at the same level:
+  ``state = 1`` would offer the planner the running-tasks index, a disaster whenever the
+  statistics say few tasks run. Fences are checked on rows already locked, in Python or in an
+  outer query, and rows locked earlier in the statement are updated by ``ctid``.
+
+``{s}`` stands for the quoted schema; :meth:`Sql.bound` fills it in once per store. States are
+the integers of :class:`htcgrid.core.states.TaskState`: 0 pending, 1 running, 4 cancelled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+SESSION_COLUMNS = (
+    "session_id, spec, created_at, is_cancelled, "
+    "n_pending, n_running, n_succeeded, n_failed, n_cancelled"
+)
+RECORD_COLUMNS = (
+    "key, state, codec, attempt, n_errors, n_timeouts, n_lost, submitted_at, finished_at, "
+    "result, result_ref, error, done_seq"
+)
+INDEX_MASK = 0xFFFFFFFF  # key & INDEX_MASK is the task's index in its session
+
+# Per-session counter deltas and the new last done_seq, shared by complete/expire and cancel.
+_COUNTS = """
+    UPDATE {s}.sessions AS s
+    SET n_pending = s.n_pending + d.pending, n_running = s.n_running + d.running,
+        n_succeeded = s.n_succeeded + d.succeeded, n_failed = s.n_failed + d.failed,
+        n_cancelled = s.n_cancelled + d.cancelled, last_done_seq = d.last_done_seq,
+        fresh_holes = s.fresh_holes + d.fresh_holes
+    FROM unnest(%(d_sids)b::bigint[], %(d_pending)b::bigint[], %(d_running)b::bigint[],
+                %(d_succeeded)b::bigint[], %(d_failed)b::bigint[], %(d_cancelled)b::bigint[],
+                %(d_last_done_seq)b::bigint[], %(d_fresh_holes)b::bigint[])
+        AS d(sid, pending, running, succeeded, failed, cancelled, last_done_seq, fresh_holes)
+    WHERE s.sid = d.sid"""
+
+# Wake-ups, delivered at commit: who waits for these sessions' results, and idle workers when
+# a retry went back to pending.
+_NOTIFY = """
+    SELECT pg_notify(%(finished_channel)s, x) FROM unnest(%(finished)b::text[]) AS x
+    UNION ALL SELECT pg_notify(%(work_channel)s, '') WHERE %(has_retry)s"""
+
+# The keys of tasks named by (session id, index), for sessions that exist.
+_KEYS = """ARRAY(
+    SELECT (s.sid << 32) | k.idx
+    FROM unnest(%(session_ids)b::text[], %(idxs)b::bigint[]) AS k(session_id, idx)
+    JOIN {s}.sessions AS s ON s.session_id = k.session_id)"""
+
+
+@dataclass(frozen=True, slots=True)
+class Sql:
+    """The statements, as templates (class defaults) or bound to a schema."""
+
+    # -- sessions -------------------------------------------------------------------------
+    create_session: str = """
+        INSERT INTO {s}.sessions (session_id, priority, created_at, spec)
+        VALUES (%s, %s, %s, %s) ON CONFLICT (session_id) DO NOTHING RETURNING sid"""
+    get_session: str = f"SELECT {SESSION_COLUMNS} FROM {{s}}.sessions WHERE session_id = %s"
+    list_sessions: str = f"SELECT {SESSION_COLUMNS} FROM {{s}}.sessions ORDER BY sid"
+    counts: str = """
+        SELECT n_pending, n_running, n_succeeded, n_failed, n_cancelled
+        FROM {s}.sessions WHERE session_id = %s"""
+    lock_session: str = (
+        "SELECT sid, last_done_seq FROM {s}.sessions WHERE session_id = %s FOR UPDATE"
+    )
+    # Running tasks first, in key order: renewals may hold some (see cancel_all).
+    lock_running: str = """
+        SELECT count(*) FROM (
+            SELECT 1 FROM {s}.tasks
+            WHERE key = ANY(ARRAY(SELECT key FROM {s}.tasks WHERE sid = %s AND state = 1))
+            ORDER BY key FOR UPDATE
+        ) AS locked"""
+    delete_session: str = """
+        WITH tasks AS (DELETE FROM {s}.tasks WHERE key BETWEEN %(first)s AND %(last)s),
+            batches AS (DELETE FROM {s}.batches WHERE sid = %(sid)s),
+            blobs AS (DELETE FROM {s}.blobs WHERE session_id = %(session_id)s)
+        DELETE FROM {s}.sessions WHERE sid = %(sid)s"""
+
+    # -- submit ---------------------------------------------------------------------------
+    submit_lock: str = """
+        SELECT s.sid, s.is_cancelled, s.next_index, s.spec, b.first_index, b.count
+        FROM {s}.sessions AS s
+        LEFT JOIN {s}.batches AS b ON b.sid = s.sid AND b.batch_key = %(batch_key)s
+        WHERE s.session_id = %(session_id)s
+        FOR UPDATE OF s"""
+    submit_insert: str = """
+        WITH added AS (
+            INSERT INTO {s}.tasks
+                (key, sid, handler, codec, payload, payload_ref, timeout_s, submitted_at)
+            SELECT %(first_key)s + t.ord - 1, %(sid)s, t.handler, t.codec, t.payload,
+                t.payload_ref, coalesce(t.timeout_s, %(default_timeout_s)s::float8), %(now)s
+            FROM unnest(%(handlers)b::text[], %(codecs)b::text[], %(payloads)b::bytea[],
+                        %(payload_refs)b::text[], %(timeouts)b::float8[])
+                WITH ORDINALITY AS t(handler, codec, payload, payload_ref, timeout_s, ord)
+        ), batch AS (
+            INSERT INTO {s}.batches (sid, batch_key, first_index, count)
+            SELECT %(sid)s, %(batch_key)s, %(first)s, %(n)s
+            WHERE %(batch_key)s::text IS NOT NULL
+        ), counted AS (
+            UPDATE {s}.sessions
+            SET next_index = next_index + %(n)s, n_pending = n_pending + %(n)s
+            WHERE sid = %(sid)s
+        )
+        SELECT pg_notify(%(work_channel)s, '') WHERE %(n)s > 0"""
+
+    # -- claim ----------------------------------------------------------------------------
+    claim_candidates: str = """
+        SELECT sid, session_id, priority, n_pending, last_served
+        FROM {s}.sessions WHERE has_pending"""
+    claim_lock: str = """
+        SELECT sid, spec, fresh_from, fresh_holes, next_index FROM {s}.sessions
+        WHERE sid = ANY(%b::bigint[]) ORDER BY sid FOR UPDATE"""
+    # The n oldest claimable tasks of each planned session: due retries (tasks_retrying)
+    # merged with the never-attempted tasks in a window of keys from fresh_from on (sized by
+    # the caller to hold n of them; it bounds the work whatever plan is chosen). fresh_from
+    # then moves to the first never-attempted task left pending, and fresh_holes loses the
+    # cancelled ones it passed. That branch sees up to 2n tasks, so the first one left is
+    # among them, and it does not SKIP LOCKED, so fresh_from never passes a task not taken
+    # (as the claim holds the session's row, no other transaction holds its pending tasks).
+    claim_take: str = """
+        WITH candidates AS MATERIALIZED (
+            SELECT p.sid, p.n, c.key, c.tid, c.is_fresh
+            FROM unnest(%(sids)b::bigint[], %(ns)b::integer[], %(firsts)b::bigint[],
+                        %(lasts)b::bigint[]) AS p(sid, n, first_key, last_key)
+            CROSS JOIN LATERAL (
+                SELECT * FROM (
+                    SELECT key, ctid AS tid, false AS is_fresh FROM {s}.tasks
+                    WHERE sid = p.sid AND state = 0 AND attempt > 0 AND not_before <= %(now)s
+                    ORDER BY key LIMIT p.n
+                    FOR UPDATE SKIP LOCKED
+                ) AS retries
+                UNION ALL
+                SELECT * FROM (
+                    SELECT key, ctid AS tid, true AS is_fresh FROM {s}.tasks
+                    WHERE key BETWEEN p.first_key AND p.last_key AND state = 0 AND attempt = 0
+                    ORDER BY key LIMIT 2 * p.n
+                    FOR UPDATE
+                ) AS fresh
+            ) AS c
+        ), ranked AS MATERIALIZED (
+            SELECT c.*, row_number() OVER (PARTITION BY c.sid ORDER BY c.key) AS rank
+            FROM candidates AS c
+        ), claimed AS (
+            UPDATE {s}.tasks AS t
+            SET state = 1, attempt = t.attempt + 1, worker_id = %(worker_id)s,
+                lease_expiry = %(expiry)s
+            WHERE t.ctid = ANY(ARRAY(SELECT tid FROM ranked WHERE rank <= n))
+            RETURNING t.sid, t.key, t.attempt, t.n_errors, t.n_timeouts, t.n_lost, t.codec,
+                t.handler, t.payload, t.payload_ref, t.timeout_s
+        ), served AS (
+            UPDATE {s}.sessions AS s
+            SET n_pending = s.n_pending - c.n, n_running = s.n_running + c.n,
+                last_served = %(now)s, fresh_from = greatest(s.fresh_from, f.next_fresh),
+                -- every index passed is a task just taken or a hole
+                fresh_holes = s.fresh_holes
+                    - (greatest(s.fresh_from, f.next_fresh) - s.fresh_from - c.fresh)
+            FROM unnest(%(sids)b::bigint[], %(lasts)b::bigint[]) AS p(sid, last_key)
+            CROSS JOIN LATERAL (
+                SELECT count(*) AS n, count(*) FILTER (WHERE claimed.attempt = 1) AS fresh
+                FROM claimed WHERE claimed.sid = p.sid
+            ) AS c
+            CROSS JOIN LATERAL (  -- the first never-attempted task of the window left pending
+                SELECT coalesce(min(r.key), p.last_key + 1) - (p.sid << 32) AS next_fresh
+                FROM ranked AS r WHERE r.sid = p.sid AND r.is_fresh AND r.rank > r.n
+            ) AS f
+            WHERE s.sid = p.sid
+        )
+        SELECT * FROM claimed"""
+
+    # -- leases ---------------------------------------------------------------------------
+    renew: str = f"""
+        WITH locked AS MATERIALIZED (
+            SELECT t.ctid AS tid, t.key, t.state, t.worker_id, t.attempt FROM {{s}}.tasks AS t
+            WHERE t.key = ANY({_KEYS})
+            ORDER BY t.key FOR UPDATE
+        )
+        UPDATE {{s}}.tasks AS t SET lease_expiry = %(expiry)s
+        FROM {{s}}.sessions AS s
+        WHERE s.sid = t.sid AND t.ctid = ANY(ARRAY(
+            SELECT l.tid FROM locked AS l
+            JOIN unnest(%(session_ids)b::text[], %(idxs)b::bigint[], %(attempts)b::integer[])
+                AS k(session_id, idx, attempt)
+                ON l.key & {INDEX_MASK} = k.idx AND l.attempt = k.attempt
+            JOIN {{s}}.sessions AS ks ON ks.session_id = k.session_id AND ks.sid = l.key >> 32
+            WHERE l.state = 1 AND l.worker_id = %(worker_id)s))
+        RETURNING s.session_id, t.key & {INDEX_MASK}, t.attempt"""
+    expired: str = f"""
+        SELECT s.session_id, t.key & {INDEX_MASK}, t.worker_id, t.attempt, t.lease_expiry,
+            t.n_errors, t.n_timeouts, t.n_lost, s.spec
+        FROM {{s}}.tasks AS t JOIN {{s}}.sessions AS s ON s.sid = t.sid
+        WHERE t.state = 1 AND t.lease_expiry <= %(now)s
+        ORDER BY t.lease_expiry LIMIT %(limit)s"""
+
+    # -- complete and expire --------------------------------------------------------------
+    end_lock: str = """
+        SELECT sid, session_id, last_done_seq FROM {s}.sessions
+        WHERE session_id = ANY(%b::text[]) ORDER BY sid FOR UPDATE"""
+    lock_tasks: str = """
+        SELECT key, state, worker_id, attempt, lease_expiry FROM {s}.tasks
+        WHERE key = ANY(%b::bigint[]) ORDER BY key FOR UPDATE"""
+    end_apply: str = f"""
+        WITH ended AS (
+            UPDATE {{s}}.tasks AS t
+            SET state = c.state, worker_id = NULL, not_before = c.not_before,
+                finished_at = c.finished_at, done_seq = c.done_seq, result = c.result,
+                result_ref = c.result_ref, error = c.error, n_errors = t.n_errors + c.n_errors,
+                n_timeouts = t.n_timeouts + c.n_timeouts, n_lost = t.n_lost + c.n_lost
+            FROM unnest(%(keys)b::bigint[], %(states)b::smallint[], %(not_before)b::float8[],
+                        %(finished_at)b::float8[], %(done_seqs)b::bigint[],
+                        %(results)b::bytea[], %(result_refs)b::text[], %(errors)b::bytea[],
+                        %(n_errors)b::integer[], %(n_timeouts)b::integer[],
+                        %(n_lost)b::integer[])
+                AS c(key, state, not_before, finished_at, done_seq, result, result_ref, error,
+                     n_errors, n_timeouts, n_lost)
+            WHERE t.key = ANY(%(keys)b::bigint[]) AND t.key = c.key
+            RETURNING 1
+        ), counted AS ({_COUNTS})
+        SELECT (SELECT count(*) FROM ended), (SELECT count(*) FROM ({_NOTIFY}) AS n)"""
+
+    # -- cancel ---------------------------------------------------------------------------
+    cancel_close: str = """
+        UPDATE {s}.sessions SET is_cancelled = true WHERE session_id = %s
+        RETURNING sid, last_done_seq, fresh_from"""
+    # Locks in key order, as every other statement does, so it cannot deadlock with renewals.
+    cancel_all: str = """
+        WITH open_keys AS MATERIALIZED (
+            SELECT key FROM {s}.tasks
+            WHERE key BETWEEN %(first_key)s AND %(last_key)s AND state = 0 AND attempt = 0
+            UNION ALL
+            SELECT key FROM {s}.tasks WHERE sid = %(sid)s AND state = 0 AND attempt > 0
+            UNION ALL
+            SELECT key FROM {s}.tasks WHERE sid = %(sid)s AND state = 1
+        ), locked AS MATERIALIZED (
+            SELECT key, state FROM {s}.tasks
+            WHERE key = ANY(ARRAY(SELECT key FROM open_keys))
+            ORDER BY key FOR UPDATE
+        ), numbered AS MATERIALIZED (
+            SELECT key, state, row_number() OVER (ORDER BY key) AS rn
+            FROM locked WHERE state IN (0, 1)
+        ), cancelled AS (
+            UPDATE {s}.tasks AS t
+            SET state = 4, worker_id = NULL, finished_at = %(now)s, error = NULL,
+                done_seq = %(last_done_seq)s + o.rn
+            FROM numbered AS o
+            WHERE t.key = ANY(ARRAY(SELECT key FROM numbered)) AND t.key = o.key
+            RETURNING o.state
+        ), tally AS (
+            SELECT count(*) FILTER (WHERE state = 0) AS pending,
+                count(*) FILTER (WHERE state = 1) AS running
+            FROM cancelled
+        ), counted AS (
+            UPDATE {s}.sessions AS s
+            SET n_pending = s.n_pending - tally.pending, n_running = s.n_running - tally.running,
+                n_cancelled = s.n_cancelled + tally.pending + tally.running,
+                last_done_seq = s.last_done_seq + tally.pending + tally.running,
+                fresh_from = s.next_index, fresh_holes = 0
+            FROM tally WHERE s.sid = %(sid)s
+        )
+        SELECT tally.pending + tally.running, (
+            SELECT count(*) FROM (
+                SELECT pg_notify(%(finished_channel)s, %(session_id)s)
+                WHERE tally.pending + tally.running > 0
+            ) AS n)
+        FROM tally"""
+    cancel_some: str = f"""
+        WITH cancelled AS (
+            UPDATE {{s}}.tasks AS t
+            SET state = 4, worker_id = NULL, finished_at = %(now)s, error = NULL,
+                done_seq = c.done_seq
+            FROM unnest(%(keys)b::bigint[], %(done_seqs)b::bigint[]) AS c(key, done_seq)
+            WHERE t.key = ANY(%(keys)b::bigint[]) AND t.key = c.key
+            RETURNING 1
+        ), counted AS ({_COUNTS})
+        SELECT (SELECT count(*) FROM cancelled), (SELECT count(*) FROM ({_NOTIFY}) AS n)"""
+
+    # -- reading tasks --------------------------------------------------------------------
+    tasks: str = f"""
+        SELECT s.session_id, t.{RECORD_COLUMNS.replace(", ", ", t.")}
+        FROM {{s}}.tasks AS t JOIN {{s}}.sessions AS s ON s.sid = t.sid
+        WHERE t.key = ANY({_KEYS})"""
+    finished: str = f"""
+        SELECT t.* FROM {{s}}.sessions AS s
+        LEFT JOIN LATERAL (
+            SELECT {RECORD_COLUMNS} FROM {{s}}.tasks
+            WHERE sid = s.sid AND done_seq > %(after)s AND done_seq <= %(until)s
+            ORDER BY done_seq
+        ) AS t ON true
+        WHERE s.session_id = %(session_id)s"""
+
+    # -- wake-ups -------------------------------------------------------------------------
+    work_ready: str = f"""
+        SELECT EXISTS (
+            SELECT 1 FROM {{s}}.sessions AS s
+            WHERE s.has_pending AND (
+                EXISTS (
+                    SELECT 1 FROM {{s}}.tasks AS t
+                    WHERE t.key BETWEEN (s.sid << 32) + s.fresh_from
+                            AND (s.sid << 32) + {INDEX_MASK}
+                        AND t.state = 0 AND t.attempt = 0)
+                OR EXISTS (
+                    SELECT 1 FROM {{s}}.tasks AS t
+                    WHERE t.sid = s.sid AND t.state = 0 AND t.attempt > 0
+                        AND t.not_before <= %s)))"""
+    work_next_due: str = "SELECT min(not_before) FROM {s}.tasks WHERE state = 0 AND attempt > 0"
+    last_done_seq: str = "SELECT last_done_seq FROM {s}.sessions WHERE session_id = %s"
+
+    # -- blobs ----------------------------------------------------------------------------
+    blob_put: str = """
+        INSERT INTO {s}.blobs (key, session_id, data) VALUES (%s, %s, %s)
+        ON CONFLICT (key) DO UPDATE SET data = EXCLUDED.data"""
+    blob_get: str = "SELECT data FROM {s}.blobs WHERE key = %s"
+    blob_delete_session: str = "DELETE FROM {s}.blobs WHERE session_id = %s"
+
+    def bound(self, schema_q: str) -> Sql:
+        """These statements with ``{s}`` replaced by the quoted schema ``schema_q``."""
+        return Sql(**{f.name: getattr(self, f.name).replace("{s}", schema_q) for f in fields(self)})
