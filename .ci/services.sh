@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Start the servers the test suite needs when they are not already running: Redis on
-# 127.0.0.1:6379 and PostgreSQL on 127.0.0.1:5432 (user postgres, database "test").
+# 127.0.0.1:6379, a Redis with an append-only file on 127.0.0.1:6380 (the durable setting
+# the contract suite runs against in CI) and PostgreSQL on 127.0.0.1:5432 (user postgres,
+# database "test").
 # Installs them from Debian's packages when absent. Idempotent; safe to run twice.
 set -euo pipefail
 
@@ -56,5 +58,14 @@ ensure_postgres() {
   fi
 }
 
+ensure_redis_aof() {  # a second Redis with an append-only file: the durable configuration
+  if redis-cli -h 127.0.0.1 -p 6380 ping >/dev/null 2>&1; then log "redis (aof) already running"; return; fi
+  mkdir -p /var/lib/redis-htcgrid-aof
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6380 --save "" --appendonly yes \
+    --appendfsync everysec --dir /var/lib/redis-htcgrid-aof --logfile /var/log/redis/ci-aof.log
+  wait_for "redis (aof)" redis-cli -h 127.0.0.1 -p 6380 ping
+}
+
 ensure_redis
+ensure_redis_aof
 ensure_postgres
