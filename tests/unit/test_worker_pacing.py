@@ -1,4 +1,4 @@
-"""Queue depth follows the slowest handler claimed recently."""
+"""Queue depth follows the slowest handler held or claimed recently."""
 
 from __future__ import annotations
 
@@ -16,10 +16,20 @@ def test_fast_handlers_fill_batches_and_slow_ones_are_not_hoarded() -> None:
     p = Pacer(max_batch=256)
     p.claimed("import:m:noop", 0.0)
     p.observe("import:m:noop", 0.00002)
-    assert p.depth(1.0) == 256
+    assert p.depth(0.5) == 256
     p.claimed("import:m:slow", 2.0)
     p.observe("import:m:slow", 10.0)
     assert p.depth(2.0) == 1
     p.observe("import:m:medium", 0.005)
     p.claimed("import:m:medium", 2.0 + RECENT_S)
     assert p.depth(2.0 + RECENT_S) == 10  # the slow handler aged out; the medium one rules
+
+
+def test_a_slow_handler_held_keeps_the_depth_low_and_stops_once_released() -> None:
+    p = Pacer(max_batch=256)
+    p.observe("import:m:noop", 0.00002)
+    p.observe("import:m:slow", 0.02)
+    p.claimed("import:m:slow", 0.0)
+    assert p.depth(5.0, held=["import:m:slow", "import:m:noop"]) == 2
+    # the slow session ended: nothing of it held, its last claim long ago
+    assert p.depth(5.0, held=["import:m:noop"]) == 256

@@ -1,17 +1,21 @@
 """How many attempts a worker holds: enough queued work to hide a claim round trip, no more.
 
 Durations are learnt per handler (an exponential moving average of what executors report).
-The queue depth follows the slowest handler claimed recently, so a session of 10 s tasks is
-never hoarded in a batch sized for no-ops next to it, while a worker that only sees no-ops
+The queue depth follows the slowest handler the worker holds attempts of (or claimed in the
+last RECENT_S), so a session of 10 s tasks is never hoarded in a batch sized for no-ops next
+to it, while a worker that only sees no-ops -- including right after a slow session ended --
 takes them in batches of ``max_batch``. A handler not yet measured counts as slow.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 #: Seconds of queued work to keep per executor: enough to hide a claim round trip.
 QUEUED_WORK_S = 0.05
-#: A handler counts for the queue depth for this long after it was last claimed.
-RECENT_S = 10.0
+#: A handler counts for the queue depth for this long after it was last claimed, even when
+#: none of its attempts is held any more (its next task may be one claim away).
+RECENT_S = 1.0
 _ALPHA = 0.2
 _MAX_HANDLERS = 1024
 
@@ -38,16 +42,18 @@ class Pacer:
         else:
             self._avg_s[handler] = avg + _ALPHA * (duration_s - avg)
 
-    def task_s(self, now: float) -> float:
-        """The duration to plan with: the slowest handler claimed in the last RECENT_S."""
+    def task_s(self, now: float, held: Iterable[str] = ()) -> float:
+        """The duration to plan with: the slowest of the ``held`` handlers and of those
+        claimed in the last RECENT_S."""
         recent = {h: t for h, t in self._claimed_at.items() if now - t < RECENT_S}
         if len(recent) != len(self._claimed_at):
             self._claimed_at = recent
-        if not recent:
+        handlers = recent.keys() | set(held)
+        if not handlers:
             return QUEUED_WORK_S
-        return max(self._avg_s.get(h, QUEUED_WORK_S) for h in recent)
+        return max(self._avg_s.get(h, QUEUED_WORK_S) for h in handlers)
 
-    def depth(self, now: float) -> int:
+    def depth(self, now: float, held: Iterable[str] = ()) -> int:
         """Attempts to queue per executor: ~QUEUED_WORK_S of work, between 1 and max_batch."""
-        n = int(QUEUED_WORK_S / max(self.task_s(now), 1e-7))
+        n = int(QUEUED_WORK_S / max(self.task_s(now, held), 1e-7))
         return max(1, min(self.max_batch, n))

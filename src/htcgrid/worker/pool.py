@@ -94,9 +94,16 @@ class ExecutorPool:
 
     def room(self) -> int:
         """How many attempts to claim now: the free capacity once half of it is free."""
-        capacity = self._pacer.depth(time.monotonic()) * self.size
+        capacity = self._depth() * self.size
         free = capacity - self.held
         return free if free >= max(1, capacity // 2) else 0
+
+    def _depth(self) -> int:
+        """Queue depth per executor, paced by the handlers of the attempts held now."""
+        held = {a.work.handler for a in self.ready}
+        for ex in self._executors:
+            held.update(a.work.handler for a in ex.queue)
+        return self._pacer.depth(time.monotonic(), held)
 
     def add(self, attempts: Iterable[Attempt]) -> None:
         """Hold claimed attempts until an executor has room for them."""
@@ -115,7 +122,7 @@ class ExecutorPool:
         self._respawn()
         if not self.ready:
             return
-        depth = self._pacer.depth(time.monotonic())
+        depth = self._depth()
         live = sorted(
             (e for e in self._executors if not (e.is_exiting or e.is_closed)),
             key=lambda e: len(e.queue),
