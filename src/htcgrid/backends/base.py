@@ -10,7 +10,8 @@ every process of a grid compares leases on the same scale.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -42,6 +43,21 @@ class LeaseKey:
 
     task_id: str
     attempt: int
+
+
+def drifting(now: float) -> Callable[[], float]:
+    """A clock for one operation that a backend may retry after reconnecting: the first try
+    sees the caller's ``now``, a later try ``now`` plus the time gone since the first, so a
+    lease granted on a late try is measured from when it is granted (not born expired)."""
+    started: list[float] = []
+
+    def clock() -> float:
+        if not started:
+            started.append(time.monotonic())
+            return now
+        return now + (time.monotonic() - started[0])
+
+    return clock
 
 
 def check_batch_size(batch_key: str, accepted: int, offered: int) -> None:

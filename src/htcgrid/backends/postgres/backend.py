@@ -19,7 +19,7 @@ from typing import Any
 
 import msgspec
 
-from htcgrid.backends.base import Capabilities, LeaseKey, check_batch_size
+from htcgrid.backends.base import Capabilities, LeaseKey, check_batch_size, drifting
 from htcgrid.backends.blobs import BlobStore
 from htcgrid.core.errors import BackendUnavailable, InvalidInput, NotFound
 from htcgrid.core.fairshare import Candidate, plan_claim
@@ -211,9 +211,12 @@ class PostgresBackend:
         if not plan:
             return []
         planned = [sids[session_id] for session_id, _ in plan]
+        clock = drifting(now)
         expiry = now + lease_ttl_s
 
         def take(conn: Conn) -> tuple[dict[int, bytes], list[tuple[Any, ...]]]:
+            nonlocal expiry
+            expiry = clock() + lease_ttl_s  # a retried transaction grants a full lease
             locked = conn.execute(self._sql.claim_lock, [sorted(planned)]).fetchall()
             specs: dict[int, bytes] = {sid: spec for sid, spec, *_ in locked}
             bounds = {sid: (first, holes, end) for sid, _, first, holes, end in locked}
@@ -252,8 +255,10 @@ class PostgresBackend:
             "worker_id": worker_id,
             "expiry": now + lease_ttl_s,
         }
+        clock = drifting(now)
 
         def extend(conn: Conn) -> set[tuple[str, int, int]]:
+            params["expiry"] = clock() + lease_ttl_s
             return {(row[0], row[1], row[2]) for row in conn.execute(self._sql.renew, params)}
 
         held = self._db.statement(extend, is_idempotent=True, is_timely=True)

@@ -63,6 +63,9 @@ _CONNECT_DEFAULTS = {
     "keepalives_interval": "5",
     "keepalives_count": "3",
     "tcp_user_timeout": "20000",
+    # a client cut off inside a transaction must not hold its row locks (a session's, which
+    # every claim needs) until the server's keepalive gives up, hours later
+    "options": "-c idle_in_transaction_session_timeout=10s",
 }
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import msgspec
 from redis.exceptions import ResponseError
 
-from htcgrid.backends.base import Capabilities, LeaseKey, check_batch_size
+from htcgrid.backends.base import Capabilities, LeaseKey, check_batch_size, drifting
 from htcgrid.backends.blobs import BlobStore
 from htcgrid.backends.redis.blobs import RedisBlobStore
 from htcgrid.backends.redis.link import Cmd, Eval, Link
@@ -214,20 +214,28 @@ class RedisBackend:
             return []
         # safe to repeat: a claim whose answer was lost leaves its tasks running under
         # leases nobody renews, and the reaper retries them when the leases expire
-        return self._link.safely(lambda: self._claim(worker_id, max_tasks, lease_ttl_s, now))
+        clock = drifting(now)  # a claim that gets through late still grants a full lease
+        return self._link.safely(lambda: self._claim(worker_id, max_tasks, lease_ttl_s, clock()))
 
     def renew(
         self, worker_id: str, leases: Sequence[LeaseKey], lease_ttl_s: float, now: float
     ) -> list[bool]:
         groups: dict[str, list[int]] = {}
         args: dict[str, list[Any]] = {}
-        expiry = _num(now + lease_ttl_s)
         for pos, lease in enumerate(leases):
             session_id, index = split_task_id(lease.task_id)
             groups.setdefault(session_id, []).append(pos)
-            args.setdefault(session_id, [expiry, worker_id]).extend((index, lease.attempt))
-        calls = [Eval(RENEW, self._keys.session(s).renew_keys(), args[s]) for s in groups]
-        replies = self._link.safely(lambda: self._link.run(calls))  # idempotent
+            args.setdefault(session_id, [0, worker_id]).extend((index, lease.attempt))
+        clock = drifting(now)
+
+        def extend() -> list[Any]:  # idempotent; a late try extends from when it runs
+            expiry = _num(clock() + lease_ttl_s)
+            for a in args.values():
+                a[0] = expiry
+            calls = [Eval(RENEW, self._keys.session(s).renew_keys(), args[s]) for s in groups]
+            return self._link.run(calls)
+
+        replies = self._link.safely(extend)
         return self._scatter(len(leases), groups, replies)
 
     def complete(self, completions: Sequence[Completion], now: float) -> list[bool]:
