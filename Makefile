@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint types unit contract e2e bench install clean
+.PHONY: demo test lint types unit contract integration e2e api drills bench install clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,12 +31,21 @@ unit: $(STAMP)
 contract: $(STAMP)
 	$(BIN)/pytest tests/contract
 
+integration: $(STAMP)
+	$(BIN)/pytest tests/integration
+
 e2e: $(STAMP)
 	$(BIN)/pytest tests/e2e
 
-# lint -> types -> unit -> contract -> e2e, stopping at the first failure
+api: $(STAMP)
+	$(BIN)/pytest tests/api
+
+drills: $(STAMP)
+	$(BIN)/pytest tests/drills
+
+# lint -> types -> unit -> contract -> integration -> e2e -> api -> drills
 test: lint types
-	$(BIN)/pytest tests/unit tests/contract tests/e2e
+	$(BIN)/pytest tests/unit tests/contract tests/integration tests/e2e tests/api tests/drills
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py

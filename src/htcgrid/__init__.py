@@ -5,6 +5,9 @@ The public API::
     import htcgrid
     with htcgrid.connect() as grid, grid.session() as session:
         print(list(session.map(abs, [-1, -2, -3])))
+
+``htcgrid.connect("https://grid.example:8765", token=...)`` gives the same API through the
+grid's HTTP control plane.
 """
 
 from htcgrid.client import (
@@ -25,9 +28,11 @@ from htcgrid.core.errors import (
     InvalidTransition,
     LeaseLost,
     NotFound,
+    PayloadTooLarge,
     Refused,
     TaskCancelled,
     TaskError,
+    Unauthorized,
 )
 from htcgrid.core.model import Counts, SessionInfo, SessionSpec
 from htcgrid.core.states import TaskState
@@ -47,6 +52,7 @@ __all__ = [
     "InvalidTransition",
     "LeaseLost",
     "NotFound",
+    "PayloadTooLarge",
     "Refused",
     "RemoteTraceback",
     "Session",
@@ -57,6 +63,7 @@ __all__ = [
     "TaskFuture",
     "TaskResult",
     "TaskState",
+    "Unauthorized",
     "WaitResult",
     "connect",
 ]

@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from htcgrid.backends.registry import default_home
+from htcgrid.cli.api import api, start_up_api, token
 from htcgrid.cli.demo import demo
 from htcgrid.cli.options import config_path, default_map, store_option, store_url
 from htcgrid.cli.sessions import cancel, delete, results, status, submit
@@ -59,6 +60,20 @@ def main(ctx: click.Context, verbose: int, config: Path | None) -> None:
 @click.option("--concurrency", type=click.IntRange(1), default=1, help="Executors per worker.")
 @click.option("--lease-ttl", type=click.FloatRange(0.5), default=15.0, help="Lease TTL, seconds.")
 @click.option("--no-pickle", is_flag=True, help="Refuse shipped functions and pickled inputs.")
+@click.option(
+    "--api-port",
+    type=click.IntRange(0, 65535),
+    default=8765,
+    show_default=True,
+    help="Serve the HTTP API on 127.0.0.1:PORT (0: don't).",
+)
+@click.option(
+    "--tokens",
+    "tokens_file",
+    envvar="HTCGRID_API_TOKENS",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="API tokens file [$HTCGRID_API_TOKENS; else an admin token in <home>/api-token].",
+)
 def up(
     home: Path | None,
     store: str | None,
@@ -66,23 +81,15 @@ def up(
     concurrency: int,
     lease_ttl: float,
     no_pickle: bool,
+    api_port: int,
+    tokens_file: Path | None,
 ) -> None:
     """Run a grid in the foreground: reaper and workers on this machine, on the embedded
-    SQLite store (or a shared one with --store). Ctrl-C drains and stops."""
+    SQLite store (or a shared one with --store), and the HTTP API for it on 127.0.0.1.
+    Ctrl-C drains and stops."""
     from htcgrid.embedded import EmbeddedGrid
 
-    grid = EmbeddedGrid(
-        home or default_home(),
-        store_url=store,
-        workers=workers,
-        concurrency=concurrency,
-        lease_ttl_s=lease_ttl,
-        allow_pickle=not no_pickle,
-    ).start()
-    click.echo(
-        f"htcgrid up: store {grid.url}, {grid.workers} worker(s) x {concurrency} executor(s). "
-        "Ctrl-C to drain and stop."
-    )
+    # handlers first: a Ctrl-C while the grid or the API is starting still drains and stops
     stop = {"asked": False}
 
     def on_signal(signum: int, frame: object) -> None:
@@ -90,8 +97,33 @@ def up(
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    home = home or default_home()
+    grid = EmbeddedGrid(
+        home,
+        store_url=store,
+        workers=workers,
+        concurrency=concurrency,
+        lease_ttl_s=lease_ttl,
+        allow_pickle=not no_pickle,
+    )
+    # the API first: once the grid's lock says it serves, its API answers too
+    served = start_up_api(grid.url, home, api_port, tokens_file) if api_port else None
+    try:
+        grid.start()
+    except BaseException:
+        if served is not None:
+            served[0].stop()
+        raise
+    click.echo(
+        f"htcgrid up: store {grid.url}, {grid.workers} worker(s) x {concurrency} executor(s). "
+        "Ctrl-C to drain and stop."
+    )
+    if served is not None:
+        click.echo(served[1])
     while not stop["asked"]:
         time.sleep(0.2)
+    if served is not None:
+        served[0].stop()
     click.echo("draining: no new tasks are claimed; running ones finish ...")
     grid.stop()
     click.echo("stopped.")
@@ -151,5 +183,5 @@ def reaper(store: str | None, period: float) -> None:
         backend.close()
 
 
-for command in (submit, status, results, cancel, delete, demo):
+for command in (submit, status, results, cancel, delete, demo, api, token):
     main.add_command(command)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import ssl
 import time
 from pathlib import Path
 from typing import Any
@@ -132,14 +133,25 @@ def connect(
     workers: int | None = None,
     start_workers: bool = True,
     inline_limit: int = DEFAULT_INLINE_LIMIT,
+    token: str | None = None,
+    verify: bool | str | ssl.SSLContext = True,
 ) -> Grid:
     """Connect to a grid.
 
     ``url=None`` means the local embedded grid (``$HTCGRID_STORE`` or ``~/.htcgrid``). For a
     SQLite store that no ``htcgrid up`` is serving, local workers are started on demand (with
     ``workers`` processes, default one per core) and stopped when the grid handle closes.
+
+    An ``http://`` or ``https://`` URL goes through the grid's HTTP API with a bearer ``token``
+    (default ``$HTCGRID_TOKEN``); ``verify`` is False or a CA bundle path for private TLS.
     """
     url = url or default_store_url()
+    if url.startswith(("http://", "https://")):
+        from htcgrid.client.http import HttpStore
+
+        remote = HttpStore(url, token, verify=verify)
+        limit = min(inline_limit, remote.info.limits.max_payload_bytes)
+        return Grid(remote, inline_limit=limit)
     backend = open_backend(url)
     embedded = None
     if start_workers and url.startswith("sqlite://"):

@@ -18,6 +18,14 @@ class NotFound(GridError, KeyError):
         return str(self.args[0]) if self.args else "not found"
 
 
+class PayloadTooLarge(InvalidInput):
+    """A request, batch or payload is over a configured size limit; nothing was changed."""
+
+
+class Unauthorized(GridError):
+    """The caller gave no credentials, or credentials the grid does not accept."""
+
+
 class InvalidTransition(GridError):
     """A state change the transition table forbids (a bug in the caller, never user input)."""
 
