@@ -1,5 +1,5 @@
-"""The HTTP API's cost: W1 and W2 of WORKLOADS.md through the API and directly, on the same
-embedded SQLite grid, printed as one JSON line per (workload, mode) and a summary line.
+"""The HTTP API's cost: W1 and W2 (see docs/benchmarks.md) through the API and directly, on
+the same embedded SQLite grid, printed as one JSON line per (workload, mode) and a summary line.
 
     python bench/api.py                      # W1 and W2, direct and api, median of 3
     python bench/api.py --repeat 1 --workloads W2

@@ -1,10 +1,11 @@
-"""Turn the JSON lines of ``bench/run.py`` into the markdown table of docs/benchmarks.md.
+"""Turn the JSON lines of ``bench/run.py`` into the markdown tables of docs/benchmarks.md.
 
     python bench/report.py bench/results/results.jsonl > table.md
     python bench/report.py --latest bench/results/*.jsonl
 
 The machine, date and command come from the lines themselves (``run.py`` records them); a
-line without them is described with this machine.
+line without them is described with this machine. W7 (scale-out) lines also get a second
+table: W1 and W3 tasks/s per worker count, and W3's efficiency against the worker count.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ COLUMNS = (
     ("efficiency", "efficiency"),
     ("mb_per_s", "MB/s"),
     ("peak_rss_mb", "peak RSS MB: client / worker / executor"),
+    ("store_cpu_s", "store CPU s"),
     ("foreign_cpu_s", "other CPU s"),
 )
 
@@ -76,7 +78,7 @@ def cell(key: str, value: Any) -> str:
         return f"{value:.0f}"
     if key == "efficiency":
         return f"{value:.0%}"
-    if key in {"seconds", "foreign_cpu_s"}:
+    if key in {"seconds", "foreign_cpu_s", "store_cpu_s"}:
         return f"{value:.2f}"
     if key in {"p50_ms", "p99_ms"}:
         return f"{value:.2f}" if value < 10 else f"{value:.1f}"
@@ -117,9 +119,49 @@ def render(records: list[dict[str, Any]]) -> str:
         + "|"
     )
     for r in records:
-        foreign = r.get("cpu_s", {}).get("foreign")
-        row = {**r, "options": options(r), "foreign_cpu_s": foreign}
+        cpu = r.get("cpu_s", {})
+        store = cpu.get("store") if r.get("backend") != "sqlite" else None
+        row = {**r, "options": options(r), "foreign_cpu_s": cpu.get("foreign")}
+        row["store_cpu_s"] = store
         lines.append("| " + " | ".join(cell(k, row.get(k)) for k, _ in COLUMNS) + " |")
+    scale_out = [r for r in records if str(r.get("workload", "")).startswith("W7:")]
+    if scale_out:
+        lines += ["", render_scale_out(scale_out).rstrip("\n")]
+    return "\n".join(lines) + "\n"
+
+
+def render_scale_out(records: list[dict[str, Any]]) -> str:
+    """W7 as one row per (backend, worker count): W1 and W3 tasks/s, W3's efficiency against
+    the number of executors (10 ms x tasks / executors / wall), and W3's speed-up over the
+    smallest worker count of the same backend."""
+    rows: dict[tuple[str, int], dict[str, dict[str, Any]]] = {}
+    for r in records:
+        key = (str(r.get("backend")), int(r.get("workers", 0)))
+        rows.setdefault(key, {})[str(r["workload"]).removeprefix("W7:")] = r
+    lines = [
+        "| backend | workers | W1 tasks/s | W3 tasks/s | W3 efficiency vs workers "
+        "| W3 speed-up | W3 p50 ms |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    base: dict[str, float] = {}
+    order = list(dict.fromkeys(backend for backend, _ in rows))  # first seen first
+    for backend, workers in sorted(rows, key=lambda k: (order.index(k[0]), k[1])):
+        row = rows[backend, workers]
+        w1, w3 = row.get("W1", {}), row.get("W3", {})
+        speed = ""
+        if "tasks_per_s" in w3:
+            first = base.setdefault(backend, w3["tasks_per_s"])
+            speed = f"{w3['tasks_per_s'] / first:.2f}x"
+        cells = [
+            backend,
+            str(workers),
+            cell("tasks_per_s", w1.get("tasks_per_s")),
+            cell("tasks_per_s", w3.get("tasks_per_s")),
+            cell("efficiency", w3.get("efficiency")),
+            speed,
+            cell("p50_ms", w3.get("p50_ms")),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

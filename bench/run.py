@@ -1,13 +1,24 @@
-"""Run the benchmark workloads W1-W4 of WORKLOADS.md and print one JSON line per workload.
+"""Run the benchmark workloads W1-W4 and W7 (described in docs/benchmarks.md) and print one
+JSON line per workload.
 
     python bench/run.py                                   # W1-W4, median of 3, fresh grids
     python bench/run.py --workloads W1,W3 --repeat 3 --out bench/results/results.jsonl
     python bench/run.py --workers 1 --concurrency 2       # one agent with two executors
+    python bench/run.py --backend redis --workloads W1,W3,W4
+    python bench/run.py --backend postgres --workloads W7 --repeat 1
 
-Each repetition runs in a fresh Python process on a fresh embedded grid (a SQLite store in a
-temporary directory, a reaper, ``--workers`` worker processes with ``--concurrency``
-executors each), so the client's peak RSS and the grid's state start clean every time.
-``--store URL`` runs against a grid that is already serving that store instead.
+Each repetition runs in a fresh Python process on a fresh embedded grid (a reaper and
+``--workers`` worker processes with ``--concurrency`` executors each) over a fresh, empty
+store, so the client's peak RSS and the grid's state start clean every time. ``--backend``
+picks the store: ``sqlite`` (a file in a temporary directory, the default), ``redis`` (a new
+key prefix in database 14 of 127.0.0.1:6379), ``redis-aof`` (the same on 127.0.0.1:6380,
+the server with an append-only file) or ``postgres`` (a new schema in the ``test`` database
+of 127.0.0.1:5432). A Redis or PostgreSQL store is deleted (its keys, its schema) after the
+repetition, also when it failed. ``--store URL`` runs against a grid that is already serving
+that store instead (its workers are yours to start; nothing is cleaned up).
+
+W7 is scale-out: W1 and W3 with 1, 2, 4 and 8 worker processes (``--scale-out-workers``),
+one line per (workload, worker count), labelled ``W7:W1`` and ``W7:W3``.
 
 The clock runs from the first submit call to the moment the client holds (and has checked)
 every result. Before it starts, a warm-up session waits until every executor process has
@@ -29,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
@@ -40,7 +52,14 @@ from typing import Any
 import htcgrid
 from htcgrid.workloads import MB, burn_cpu_ms, echo_bytes, noop
 
-WORKLOADS = ("W1", "W2", "W3", "W4")
+BASE_WORKLOADS = ("W1", "W2", "W3", "W4")
+WORKLOADS = (*BASE_WORKLOADS, "W7")
+#: W7 (scale-out) runs these workloads with each of these worker-process counts
+SCALE_OUT_WORKLOADS = ("W1", "W3")
+SCALE_OUT_WORKERS = (1, 2, 4, 8)
+BACKENDS = ("sqlite", "redis", "redis-aof", "postgres")
+REDIS_SERVERS = {"redis": "redis://127.0.0.1:6379/14", "redis-aof": "redis://127.0.0.1:6380/14"}
+POSTGRES_SERVER = "postgresql://postgres@127.0.0.1:5432/test"
 #: Longest a single repetition may take before it is abandoned.
 RUN_TIMEOUT_S = 1800.0
 
@@ -188,8 +207,9 @@ def warm_up(grid: htcgrid.Grid, executors: int, timeout_s: float = 60.0) -> int:
     """Run small rounds of instant tasks until every executor process has run one (or warn
     after ``timeout_s``); return the rounds it took.
 
-    The warm-up tasks must be instant: workers size their prefetch by the slowest handler
-    they claimed in the last seconds, so slow warm-up tasks would throttle the timed run.
+    The warm-up tasks are instant: workers size their prefetch by the slowest handler they
+    hold or claimed in the last second, so slow warm-up tasks could throttle the timed run's
+    first second.
     """
     seen: set[int] = set()
     rounds = 0
@@ -271,6 +291,7 @@ def run_child(args: argparse.Namespace) -> dict[str, Any]:
         else:
             embedded = htcgrid.EmbeddedGrid(
                 home=Path(tmp),
+                store_url=args.child_url,  # None: a SQLite store in ``tmp``
                 workers=args.workers,
                 concurrency=args.concurrency,
                 log_dir=Path(tmp) / "logs",
@@ -297,30 +318,96 @@ def run_child(args: argparse.Namespace) -> dict[str, Any]:
     record["peak_rss_mb"] = memory
     record["warm_up_rounds"] = rounds
     record["load_avg_1m_before"] = round(load_1m, 2)
+    record["cores"] = os.cpu_count()
     cpu = {k: round(cpu_after[k] - cpu_before[k], 2) for k in cpu_before}
-    cpu["foreign"] = round(max(0.0, cpu["machine"] - cpu["client"] - cpu["grid"]), 2)
+    own = cpu["client"] + cpu["grid"] + cpu["store"]
+    cpu["foreign"] = round(max(0.0, cpu["machine"] - own), 2)
     record["cpu_s"] = cpu
     return record
 
 
+#: process names of the store servers, whose CPU time a run on Redis or PostgreSQL includes
+STORE_PROCESSES = frozenset({"redis-server", "postgres"})
+
+
 def cpu_seconds(roots: list[int]) -> dict[str, float]:
-    """CPU seconds used so far by the client, by the grid processes under ``roots``, and by
-    the whole machine; a run where the machine used much more than the first two shared the
-    CPUs with something else (``foreign`` in the record)."""
+    """CPU seconds used so far by the client, by the grid processes under ``roots``, by the
+    store servers on this machine (every redis-server and postgres process: only the
+    benchmark should be using them) and by the whole machine; a run where the machine used
+    much more than the first three shared the CPUs with something else (``foreign`` in the
+    record)."""
     tick = os.sysconf("SC_CLK_TCK")
-    grid = 0.0
-    for pid in descendants(roots):
+    grid = sum(process_cpu_s(pid, tick) for pid in descendants(roots))
+    by_name = dict.fromkeys(sorted(STORE_PROCESSES), 0.0)
+    for comm in Path("/proc").glob("[0-9]*/comm"):
         try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+            name = comm.read_text().strip()
         except OSError:
             continue
-        grid += sum(int(f) for f in fields[11:15]) / tick  # utime stime cutime cstime
+        if name in by_name:
+            by_name[name] += process_cpu_s(int(comm.parent.name), tick)
+    store = sum(by_name.values())
     times = os.times()
     client = times.user + times.system + times.children_user + times.children_system
     # /proc/stat cpu: user nice system idle iowait irq softirq steal ...
     ticks = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
     machine = (sum(ticks) - ticks[3] - ticks[4]) / tick
-    return {"client": client, "grid": grid, "machine": machine}
+    return {
+        "client": client,
+        "grid": grid,
+        "store": store,
+        **{f"store_{name}": cpu for name, cpu in by_name.items()},
+        "machine": machine,
+    }
+
+
+def process_cpu_s(pid: int, tick: int) -> float:
+    """utime + stime + cutime + cstime of ``pid`` (0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return sum(int(f) for f in fields[11:15]) / tick
+
+
+# -- fresh stores ----------------------------------------------------------------------------
+def fresh_store_url(backend: str) -> str | None:
+    """A new, empty store's URL for one repetition (None: the child makes a SQLite one)."""
+    tag = uuid.uuid4().hex
+    if backend in REDIS_SERVERS:
+        return f"{REDIS_SERVERS[backend]}?prefix=bench-{tag}"
+    if backend == "postgres":
+        return f"{POSTGRES_SERVER}?schema=bench_{tag}"
+    return None
+
+
+def delete_store(backend: str, url: str) -> None:
+    """Delete a store that :func:`fresh_store_url` made: the Redis prefix's keys (those of
+    the store, ``{prefix}:...``, and of its sessions, ``{prefix:session}:...``), or the
+    PostgreSQL schema."""
+    options = dict(part.split("=", 1) for part in url.partition("?")[2].split("&") if part)
+    if backend in REDIS_SERVERS:
+        import redis
+
+        prefix = options["prefix"]
+        with redis.Redis.from_url(REDIS_SERVERS[backend]) as client:
+            for pattern in (f"{{{prefix}}}:*", f"{{{prefix}:*"):
+                batch: list[bytes] = []
+                for key in client.scan_iter(match=pattern, count=1000):
+                    batch.append(key)
+                    if len(batch) >= 1000:
+                        client.unlink(*batch)
+                        batch.clear()
+                if batch:
+                    client.unlink(*batch)
+    elif backend == "postgres":
+        import psycopg
+
+        schema = options["schema"]
+        if not schema.startswith("bench_") or not schema.replace("_", "").isalnum():
+            raise ValueError(f"not a benchmark schema: {schema!r}")
+        with psycopg.connect(POSTGRES_SERVER, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 # -- the driver -----------------------------------------------------------------------------
@@ -339,26 +426,37 @@ def machine() -> str:
     )
 
 
-def run_repeated(args: argparse.Namespace, workload: str) -> dict[str, Any]:
-    """Run ``workload`` ``--repeat`` times in fresh processes; the median-wall-time run."""
-    cmd = [sys.executable, __file__, "--child", workload, *child_flags(args)]
+def run_repeated(args: argparse.Namespace, workload: str, label: str = "") -> dict[str, Any]:
+    """Run ``workload`` ``--repeat`` times in fresh processes, each on a fresh store (deleted
+    afterwards); the median-wall-time run, recorded as ``label`` (default ``workload``)."""
+    label = label or workload
     runs: list[dict[str, Any]] = []
     for rep in range(args.repeat):
-        proc = subprocess.run(
-            cmd, stdout=subprocess.PIPE, text=True, timeout=RUN_TIMEOUT_S + 120, check=False
-        )
+        url = None if args.store else fresh_store_url(args.backend)
+        cmd = [sys.executable, __file__, "--child", workload, *child_flags(args)]
+        cmd += ["--child-url", url] if url else []
+        try:
+            proc = subprocess.run(
+                cmd, stdout=subprocess.PIPE, text=True, timeout=RUN_TIMEOUT_S + 120, check=False
+            )
+        finally:
+            if url:
+                delete_store(args.backend, url)
         lines = proc.stdout.strip().splitlines()
         if proc.returncode != 0 or not lines:
-            raise RuntimeError(f"{workload} run {rep + 1} failed (exit {proc.returncode})")
+            raise RuntimeError(f"{label} run {rep + 1} failed (exit {proc.returncode})")
         runs.append(json.loads(lines[-1]))
         print(
-            f"{workload} run {rep + 1}/{args.repeat}: {runs[-1]['seconds']:.3f} s", file=sys.stderr
+            f"{label} {args.backend} {args.workers}x{args.concurrency} run {rep + 1}/{args.repeat}:"
+            f" {runs[-1]['seconds']:.3f} s",
+            file=sys.stderr,
         )
     walls = [r["seconds"] for r in runs]
     median = sorted(runs, key=lambda r: r["seconds"])[(len(runs) - 1) // 2]
+    backend = args.store.partition("://")[0] if args.store else args.backend
     return {
-        "workload": workload,
-        "backend": (args.store or "sqlite://").partition("://")[0],
+        "workload": label,
+        "backend": backend,
         **median,
         "workers": args.workers * args.concurrency,
         "layout": f"{args.workers} worker x {args.concurrency} executor",
@@ -382,19 +480,40 @@ def child_flags(args: argparse.Namespace) -> list[str]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workloads", default=",".join(WORKLOADS), help="e.g. W1,W3")
+    parser.add_argument(
+        "--workloads",
+        default=",".join(BASE_WORKLOADS),
+        help="some of W1,W2,W3,W4,W7 (default W1,W2,W3,W4)",
+    )
     parser.add_argument("--repeat", type=int, default=3, help="runs per workload (median)")
     parser.add_argument("--out", type=Path, help="also append the JSON lines to this file")
     parser.add_argument("--workers", type=int, default=2, help="worker (agent) processes")
     parser.add_argument("--concurrency", type=int, default=1, help="executors per worker")
+    parser.add_argument(
+        "--backend", default="sqlite", choices=BACKENDS, help="the fresh store (default sqlite)"
+    )
     parser.add_argument("--store", help="an already running grid's store URL (not fresh)")
+    parser.add_argument(
+        "--scale-out-workers",
+        default=",".join(map(str, SCALE_OUT_WORKERS)),
+        help="W7's worker-process counts (default 1,2,4,8)",
+    )
     parser.add_argument("--codec", default="pickle", choices=["pickle", "msgpack"])
     parser.add_argument("--tmpdir", help="where fresh grids live (default: the system's temp)")
     parser.add_argument("--scale", type=float, default=1.0, help="scale task counts (smoke)")
-    parser.add_argument("--child", choices=WORKLOADS, help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=BASE_WORKLOADS, help=argparse.SUPPRESS)
+    parser.add_argument("--child-url", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.workers < 1 or args.concurrency < 1 or args.repeat < 1 or args.scale <= 0:
         parser.error("--workers, --concurrency, --repeat must be >= 1 and --scale > 0")
+    if args.store and args.backend != "sqlite":
+        parser.error("--store (a running grid) and --backend (fresh stores) exclude each other")
+    try:
+        scale_out = [int(n) for n in args.scale_out_workers.split(",") if n.strip()]
+    except ValueError:
+        parser.error("--scale-out-workers takes counts like 1,2,4,8")
+    if not scale_out or min(scale_out) < 1:
+        parser.error("--scale-out-workers takes counts of at least 1")
 
     if args.child:
         print(json.dumps(run_child(args)))
@@ -404,10 +523,20 @@ def main() -> int:
     unknown = sorted(set(workloads) - set(WORKLOADS))
     if unknown:
         parser.error(f"unknown workloads {unknown}; known: {', '.join(WORKLOADS)}")
-    status = 0
+    plan: list[tuple[str, str, int]] = []  # (workload, label, worker processes)
     for workload in workloads:
+        if workload == "W7":
+            plan += [(w, f"W7:{w}", n) for n in scale_out for w in SCALE_OUT_WORKLOADS]
+        else:
+            plan.append((workload, workload, args.workers))
+    status = 0
+    for workload, label, workers in plan:
         try:
-            line = json.dumps(run_repeated(args, workload))
+            line = json.dumps(
+                run_repeated(
+                    argparse.Namespace(**{**vars(args), "workers": workers}), workload, label
+                )
+            )
         except (RuntimeError, subprocess.TimeoutExpired) as exc:
             print(f"error: {exc}", file=sys.stderr)
             status = 1

@@ -1,7 +1,7 @@
 """Task handlers for benchmarks, demos and tests, importable by workers as
 ``htcgrid.workloads:<name>``.
 
-They are the workloads of ``WORKLOADS.md`` (no-op, CPU burn, payload echo) and a port of
+They are the workloads of docs/benchmarks.md (no-op, CPU burn, payload echo) and a port of
 HTC-Grid's mock computation, whose results carry a checksum so a client can verify each one.
 """
 
