@@ -102,16 +102,8 @@ def start_api(store: str, tokens: Path, port: int) -> subprocess.Popen[bytes]:
     raise RuntimeError("the API did not start")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--workloads", default="W1,W2")
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--tasks", type=int, default=20_000, help="W1 tasks")
-    parser.add_argument("--round-trips", type=int, default=300, help="W2 round trips")
-    args = parser.parse_args()
-    workloads = [w.strip().upper() for w in args.workloads.split(",")]
-    home = Path(tempfile.mkdtemp(prefix="htcgrid-bench-api-"))
+def run(home: Path, args: argparse.Namespace, workloads: list[str]) -> dict[str, Any]:
+    """W1/W2 direct and through an API process, on a fresh embedded grid in ``home``."""
     tokens = home / "tokens.toml"
     token = create_token(tokens, "bench")
     port = free_port()
@@ -141,6 +133,20 @@ def main() -> None:
         finally:
             api.terminate()
             api.wait(timeout=30)
+    return summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--workloads", default="W1,W2")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--tasks", type=int, default=20_000, help="W1 tasks")
+    parser.add_argument("--round-trips", type=int, default=300, help="W2 round trips")
+    args = parser.parse_args()
+    workloads = [w.strip().upper() for w in args.workloads.split(",")]
+    with tempfile.TemporaryDirectory(prefix="htcgrid-bench-api-") as tmp:
+        summary = run(Path(tmp), args, workloads)
     if "W1_direct" in summary and "W1_api" in summary:
         ratio = summary["W1_api"]["tasks_per_s"] / summary["W1_direct"]["tasks_per_s"]
         print(json.dumps({"W1_api_over_direct": round(ratio, 3)}))
