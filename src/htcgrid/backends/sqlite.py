@@ -534,7 +534,11 @@ class SqliteBackend:
                 # autocommit (isolation_level=None): we issue BEGIN and COMMIT ourselves
                 conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
                 conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
-                conn.execute("PRAGMA journal_mode = WAL")
+                # switching modes takes a lock that busy_timeout does not cover, so only the
+                # first opener of a new file switches; everyone else finds WAL already set
+                (mode,) = conn.execute("PRAGMA journal_mode").fetchone()
+                if str(mode).lower() != "wal":
+                    conn.execute("PRAGMA journal_mode = WAL")
                 conn.execute("PRAGMA synchronous = NORMAL")
             except sqlite3.Error as exc:
                 raise BackendUnavailable(f"cannot open the store {self.url}: {exc}") from exc
