@@ -26,6 +26,7 @@ from typing import Any
 
 import msgspec
 
+from htcgrid.backends import rows
 from htcgrid.backends.base import Capabilities, LeaseKey, check_batch_size
 from htcgrid.backends.blobs import BlobStore, FileBlobStore
 from htcgrid.core.errors import BackendUnavailable, InvalidInput, NotFound
@@ -33,7 +34,6 @@ from htcgrid.core.fairshare import Candidate, plan_claim
 from htcgrid.core.ids import check_session_id, split_task_id, task_id
 from htcgrid.core.model import (
     Claim,
-    Codec,
     Completion,
     Counts,
     ErrorInfo,
@@ -51,7 +51,6 @@ _INDEX_BITS = 32  # a task key is (sid << 32) | index
 _MAX_INDEX = (1 << _INDEX_BITS) - 1
 _PENDING, _RUNNING = int(TaskState.PENDING), int(TaskState.RUNNING)
 _CANCELLED = int(TaskState.CANCELLED)
-_CODECS = {c.value: c for c in Codec}
 _FAILURE_COLUMN = {
     FailureKind.ERROR: 0,
     FailureKind.REFUSED: 0,
@@ -170,13 +169,6 @@ def _key_range(sid: int) -> tuple[int, int]:
     """The first and last task key a session can hold."""
     first = sid << _INDEX_BITS
     return first, first + _MAX_INDEX
-
-
-def _counts(row: Sequence[int]) -> Counts:
-    pending, running, succeeded, failed, cancelled = row
-    return Counts(
-        pending=pending, running=running, succeeded=succeeded, failed=failed, cancelled=cancelled
-    )
 
 
 class _Keys:
@@ -464,7 +456,7 @@ class SqliteBackend:
         )
         if row is None:
             raise NotFound(f"no session {session_id}")
-        return _counts(row)
+        return rows.counts(row)
 
     def tasks(self, task_ids: Sequence[str]) -> list[TaskRecord]:
         with self._read() as conn:
@@ -619,27 +611,7 @@ class SqliteBackend:
         worker_id: str,
         expiry: float,
     ) -> Claim:
-        key, attempt, n_errors, n_timeouts, n_lost, handler, codec, payload, ref, timeout_s = row
-        lease = Lease(
-            task_id=f"{session_id}.{key & _MAX_INDEX}",
-            worker_id=worker_id,
-            attempt=attempt,
-            lease_expiry=expiry,
-            max_attempts=spec.max_attempts,
-            retry_backoff_s=spec.retry_backoff_s,
-            n_errors=n_errors,
-            n_timeouts=n_timeouts,
-            n_lost=n_lost,
-        )
-        return Claim(
-            lease=lease,
-            session_id=session_id,
-            handler=handler,
-            codec=_CODECS[codec],
-            payload=payload,
-            payload_ref=ref,
-            timeout_s=timeout_s,
-        )
+        return rows.claim(session_id, spec, row, worker_id, expiry)
 
     def _end_attempts(
         self, completions: Sequence[Completion], now: float, max_expiry: float
@@ -767,34 +739,10 @@ class SqliteBackend:
                 return
 
     def _record(self, session_id: str, row: tuple[Any, ...]) -> TaskRecord:
-        key, state, codec, attempt, n_err, n_to, n_lost, submitted, finished, *rest = row
-        result, result_ref, error, done_seq = rest
-        return TaskRecord(
-            task_id=f"{session_id}.{key & _MAX_INDEX}",
-            session_id=session_id,
-            state=TaskState(state),
-            codec=_CODECS[codec],
-            attempt=attempt,
-            n_errors=n_err,
-            n_timeouts=n_to,
-            n_lost=n_lost,
-            submitted_at=submitted,
-            finished_at=finished,
-            result=result,
-            result_ref=result_ref,
-            error=None if error is None else self._error_decoder.decode(error),
-            done_seq=done_seq,
-        )
+        return rows.task_record(session_id, row)
 
     def _session_info(self, row: tuple[Any, ...]) -> SessionInfo:
-        session_id, spec, created_at, is_cancelled, *counts = row
-        return SessionInfo(
-            session_id=session_id,
-            spec=self._spec_decoder.decode(spec),
-            created_at=created_at,
-            is_cancelled=bool(is_cancelled),
-            counts=_counts(counts),
-        )
+        return rows.session_info(row)
 
 
 def _data_version(conn: sqlite3.Connection) -> int:

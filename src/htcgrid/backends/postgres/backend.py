@@ -19,6 +19,7 @@ from typing import Any
 
 import msgspec
 
+from htcgrid.backends import rows
 from htcgrid.backends.base import Capabilities, LeaseKey, check_batch_size, drifting
 from htcgrid.backends.blobs import BlobStore
 from htcgrid.core.errors import BackendUnavailable, InvalidInput, NotFound
@@ -26,7 +27,6 @@ from htcgrid.core.fairshare import Candidate, plan_claim
 from htcgrid.core.ids import check_session_id, task_id
 from htcgrid.core.model import (
     Claim,
-    Codec,
     Completion,
     Counts,
     ErrorInfo,
@@ -56,15 +56,7 @@ from .schema import migrate
 _PENDING, _RUNNING = int(TaskState.PENDING), int(TaskState.RUNNING)
 _MAX_BIGINT = (1 << 63) - 1
 _NEVER = float("inf")
-_CODECS = {c.value: c for c in Codec}
 _CHANGED_UNDER_LOCK = "tasks changed under their locks (a bug); nothing was applied"
-
-
-def _counts(row: Sequence[int]) -> Counts:
-    pending, running, succeeded, failed, cancelled = row
-    return Counts(
-        pending=pending, running=running, succeeded=succeeded, failed=failed, cancelled=cancelled
-    )
 
 
 class PostgresBackend:
@@ -306,7 +298,7 @@ class PostgresBackend:
         row = self._db.read(lambda conn: conn.execute(self._sql.counts, [session_id]).fetchone())
         if row is None:
             raise NotFound(f"no session {session_id}")
-        return _counts(row)
+        return rows.counts(row)
 
     def tasks(self, task_ids: Sequence[str]) -> list[TaskRecord]:
         keys = []
@@ -492,53 +484,11 @@ class PostgresBackend:
         expiry: float,
     ) -> Claim:
         _, key, attempt, n_errors, n_timeouts, n_lost, codec, handler, payload, ref, timeout_s = row
-        lease = Lease(
-            task_id=task_id(session_id, index_of(key)),
-            worker_id=worker_id,
-            attempt=attempt,
-            lease_expiry=expiry,
-            max_attempts=spec.max_attempts,
-            retry_backoff_s=spec.retry_backoff_s,
-            n_errors=n_errors,
-            n_timeouts=n_timeouts,
-            n_lost=n_lost,
-        )
-        return Claim(
-            lease=lease,
-            session_id=session_id,
-            handler=handler,
-            codec=_CODECS[codec],
-            payload=payload,
-            payload_ref=ref,
-            timeout_s=timeout_s,
-        )
+        task = (key, attempt, n_errors, n_timeouts, n_lost, handler, codec, payload, ref, timeout_s)
+        return rows.claim(session_id, spec, task, worker_id, expiry)
 
     def _record(self, session_id: str, row: Sequence[Any]) -> TaskRecord:
-        key, state, codec, attempt, n_err, n_to, n_lost, submitted, finished, *rest = row
-        result, result_ref, error, done_seq = rest
-        return TaskRecord(
-            task_id=task_id(session_id, index_of(key)),
-            session_id=session_id,
-            state=TaskState(state),
-            codec=_CODECS[codec],
-            attempt=attempt,
-            n_errors=n_err,
-            n_timeouts=n_to,
-            n_lost=n_lost,
-            submitted_at=submitted,
-            finished_at=finished,
-            result=result,
-            result_ref=result_ref,
-            error=None if error is None else self._error_decoder.decode(error),
-            done_seq=done_seq,
-        )
+        return rows.task_record(session_id, row)
 
     def _session_info(self, row: Sequence[Any]) -> SessionInfo:
-        session_id, spec, created_at, is_cancelled, *counts = row
-        return SessionInfo(
-            session_id=session_id,
-            spec=self._spec_decoder.decode(spec),
-            created_at=created_at,
-            is_cancelled=bool(is_cancelled),
-            counts=_counts(counts),
-        )
+        return rows.session_info(row)
