@@ -84,8 +84,31 @@ def claim(
     """From (key, attempt, n_errors, n_timeouts, n_lost, handler, codec, payload,
     payload_ref, timeout_s) of a task just started under ``worker_id``'s lease."""
     key, attempt, n_errors, n_timeouts, n_lost, handler, codec, payload, ref, timeout_s = row
-    lease = Lease(
-        task_id=task_id(session_id, key & _MAX_INDEX),
+    counters = (n_errors, n_timeouts, n_lost)
+    return Claim(
+        lease=lease(session_id, key & _MAX_INDEX, spec, worker_id, attempt, expiry, counters),
+        session_id=session_id,
+        handler=handler,
+        codec=CODECS[codec],
+        payload=payload,
+        payload_ref=ref,
+        timeout_s=timeout_s,
+    )
+
+
+def lease(
+    session_id: str,
+    index: int,
+    spec: SessionSpec,
+    worker_id: str,
+    attempt: int,
+    expiry: float,
+    counters: tuple[int, int, int],
+) -> Lease:
+    """The lease of a running attempt; ``counters`` are (n_errors, n_timeouts, n_lost)."""
+    n_errors, n_timeouts, n_lost = counters
+    return Lease(
+        task_id=task_id(session_id, index),
         worker_id=worker_id,
         attempt=attempt,
         lease_expiry=expiry,
@@ -94,13 +117,4 @@ def claim(
         n_errors=n_errors,
         n_timeouts=n_timeouts,
         n_lost=n_lost,
-    )
-    return Claim(
-        lease=lease,
-        session_id=session_id,
-        handler=handler,
-        codec=CODECS[codec],
-        payload=payload,
-        payload_ref=ref,
-        timeout_s=timeout_s,
     )

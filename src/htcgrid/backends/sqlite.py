@@ -26,7 +26,7 @@ from typing import Any
 
 import msgspec
 
-from htcgrid.backends import rows
+from htcgrid.backends import rows as convert
 from htcgrid.backends.base import Capabilities, LeaseKey, check_batch_size
 from htcgrid.backends.blobs import BlobStore, FileBlobStore
 from htcgrid.core.errors import BackendUnavailable, InvalidInput, NotFound
@@ -399,7 +399,7 @@ class SqliteBackend:
         return self._end_attempts(completions, now, max_expiry=now)
 
     def expired(self, now: float, limit: int) -> list[Lease]:
-        rows = self._conn().execute(
+        found = self._conn().execute(
             f"""SELECT t.key, s.session_id, t.worker_id, t.attempt, t.lease_expiry,
                     t.n_errors, t.n_timeouts, t.n_lost, s.spec
                 FROM tasks AS t INDEXED BY tasks_running JOIN sessions AS s ON s.sid = t.sid
@@ -409,22 +409,14 @@ class SqliteBackend:
         )
         specs: dict[str, SessionSpec] = {}
         leases = []
-        for key, session_id, worker_id, attempt, expiry, n_err, n_to, n_lost, spec_bytes in rows:
+        for key, session_id, worker_id, attempt, expiry, n_err, n_to, n_lost, spec_bytes in found:
             if session_id not in specs:
                 specs[session_id] = self._spec_decoder.decode(spec_bytes)
             spec = specs[session_id]
+            counters = (n_err, n_to, n_lost)
+            index = key & _MAX_INDEX
             leases.append(
-                Lease(
-                    task_id=task_id(session_id, key & _MAX_INDEX),
-                    worker_id=worker_id,
-                    attempt=attempt,
-                    lease_expiry=expiry,
-                    max_attempts=spec.max_attempts,
-                    retry_backoff_s=spec.retry_backoff_s,
-                    n_errors=n_err,
-                    n_timeouts=n_to,
-                    n_lost=n_lost,
-                )
+                convert.lease(session_id, index, spec, worker_id, attempt, expiry, counters)
             )
         return leases
 
@@ -456,7 +448,7 @@ class SqliteBackend:
         )
         if row is None:
             raise NotFound(f"no session {session_id}")
-        return rows.counts(row)
+        return convert.counts(row)
 
     def tasks(self, task_ids: Sequence[str]) -> list[TaskRecord]:
         with self._read() as conn:
@@ -611,7 +603,7 @@ class SqliteBackend:
         worker_id: str,
         expiry: float,
     ) -> Claim:
-        return rows.claim(session_id, spec, row, worker_id, expiry)
+        return convert.claim(session_id, spec, row, worker_id, expiry)
 
     def _end_attempts(
         self, completions: Sequence[Completion], now: float, max_expiry: float
@@ -739,10 +731,10 @@ class SqliteBackend:
                 return
 
     def _record(self, session_id: str, row: tuple[Any, ...]) -> TaskRecord:
-        return rows.task_record(session_id, row)
+        return convert.task_record(session_id, row)
 
     def _session_info(self, row: tuple[Any, ...]) -> SessionInfo:
-        return rows.session_info(row)
+        return convert.session_info(row)
 
 
 def _data_version(conn: sqlite3.Connection) -> int:

@@ -19,7 +19,7 @@ from typing import Any
 
 import msgspec
 
-from htcgrid.backends import rows
+from htcgrid.backends import rows as convert
 from htcgrid.backends.base import Capabilities, LeaseKey, check_batch_size, drifting
 from htcgrid.backends.blobs import BlobStore
 from htcgrid.core.errors import BackendUnavailable, InvalidInput, NotFound
@@ -266,25 +266,16 @@ class PostgresBackend:
 
     def expired(self, now: float, limit: int) -> list[Lease]:
         params = {"now": now, "limit": max(0, limit)}
-        rows = self._db.read(lambda conn: conn.execute(self._sql.expired, params).fetchall())
+        found = self._db.read(lambda conn: conn.execute(self._sql.expired, params).fetchall())
         specs: dict[bytes, SessionSpec] = {}
         leases = []
-        for session_id, idx, worker_id, attempt, expiry, n_err, n_to, n_lost, spec_bytes in rows:
+        for session_id, idx, worker_id, attempt, expiry, n_err, n_to, n_lost, spec_bytes in found:
             spec = specs.get(spec_bytes)
             if spec is None:
                 spec = specs[spec_bytes] = self._spec_decoder.decode(spec_bytes)
+            counters = (n_err, n_to, n_lost)
             leases.append(
-                Lease(
-                    task_id=task_id(session_id, idx),
-                    worker_id=worker_id,
-                    attempt=attempt,
-                    lease_expiry=expiry,
-                    max_attempts=spec.max_attempts,
-                    retry_backoff_s=spec.retry_backoff_s,
-                    n_errors=n_err,
-                    n_timeouts=n_to,
-                    n_lost=n_lost,
-                )
+                convert.lease(session_id, idx, spec, worker_id, attempt, expiry, counters)
             )
         return leases
 
@@ -298,7 +289,7 @@ class PostgresBackend:
         row = self._db.read(lambda conn: conn.execute(self._sql.counts, [session_id]).fetchone())
         if row is None:
             raise NotFound(f"no session {session_id}")
-        return rows.counts(row)
+        return convert.counts(row)
 
     def tasks(self, task_ids: Sequence[str]) -> list[TaskRecord]:
         keys = []
@@ -485,10 +476,10 @@ class PostgresBackend:
     ) -> Claim:
         _, key, attempt, n_errors, n_timeouts, n_lost, codec, handler, payload, ref, timeout_s = row
         task = (key, attempt, n_errors, n_timeouts, n_lost, handler, codec, payload, ref, timeout_s)
-        return rows.claim(session_id, spec, task, worker_id, expiry)
+        return convert.claim(session_id, spec, task, worker_id, expiry)
 
     def _record(self, session_id: str, row: Sequence[Any]) -> TaskRecord:
-        return rows.task_record(session_id, row)
+        return convert.task_record(session_id, row)
 
     def _session_info(self, row: Sequence[Any]) -> SessionInfo:
-        return rows.session_info(row)
+        return convert.session_info(row)
