@@ -12,6 +12,7 @@ import click
 
 from htcgrid.backends.registry import default_home
 from htcgrid.cli.api import api, start_up_api, token
+from htcgrid.cli.bench import bench
 from htcgrid.cli.demo import demo
 from htcgrid.cli.options import config_path, default_map, store_option, store_url
 from htcgrid.cli.sessions import cancel, delete, results, status, submit
@@ -183,5 +184,5 @@ def reaper(store: str | None, period: float) -> None:
         backend.close()
 
 
-for command in (submit, status, results, cancel, delete, demo, api, token):
+for command in (submit, status, results, cancel, delete, demo, api, token, bench):
     main.add_command(command)
