@@ -362,7 +362,10 @@ def run_child(spec: Spec) -> dict[str, Any]:
     record["executors_seen"] = seen
     record["load_avg_1m_before"] = round(load_1m, 2)
     record["cores"] = os.cpu_count()
-    record["cpu_s"] = cpu_delta(cpu_before, cpu_after)
+    cpu: dict[str, float | None] = dict(cpu_delta(cpu_before, cpu_after))
+    if churn:  # killed workers and their executors took their CPU time with them
+        cpu["grid"] = cpu["foreign"] = None
+    record["cpu_s"] = cpu
     return record
 
 

@@ -167,11 +167,12 @@ class Run:
         progress_label: str = "",
         total: int = 0,
     ) -> tuple[float, list[float]]:
-        """Submit ``fn`` over ``inputs`` in batches, keeping at most ``window`` tasks in flight
-        (all of them when None), check every result in input order; return the wall seconds
-        from the first submit to the last result, and the submit-to-result latency of every
-        ``latency_every``-th task. With a ``progress_label``, a line on stderr every
-        :data:`PROGRESS_EVERY_S` says how far it got."""
+        """Submit ``fn`` over ``inputs`` in batches of ``batch``, keeping at most ``window``
+        tasks in flight (all of them when None; refilled a whole batch at a time), check
+        every result in input order; return the wall seconds from the first submit to the
+        last result, and the submit-to-result latency of every ``latency_every``-th task.
+        With a ``progress_label``, a line on stderr every :data:`PROGRESS_EVERY_S` says how
+        far it got."""
         limit = window or sys.maxsize
         latencies: list[float] = []
         in_flight: deque[tuple[int, htcgrid.TaskFuture]] = deque()
@@ -181,10 +182,14 @@ class Run:
         with self.session("bench") as session:
             start = time.perf_counter()
             next_progress = start + PROGRESS_EVERY_S
+            is_exhausted = False
             while True:
-                while len(in_flight) < limit:
-                    values = list(islice(it, min(batch, limit - len(in_flight))))
+                # refill in whole batches: topping the window up by one task per result
+                # would make every submit a store round trip for a single task
+                while not is_exhausted and limit - len(in_flight) >= min(batch, limit):
+                    values = list(islice(it, min(batch, limit)))
                     if not values:
+                        is_exhausted = True
                         break
                     t0 = time.perf_counter()
                     for future in session.submit_many(fn, values):
