@@ -16,6 +16,13 @@ _COPY_LIMIT = 64 * 1024  # below this, one sendall of header + data beats two sy
 _MAX_DRAIN = 8 * 1024 * 1024  # a non-blocking receive returns after this much, to stay fair
 
 
+def frame(data: bytes) -> tuple[bytes, ...]:
+    """A message as the buffers to write: its length header and its bytes (copied into one
+    buffer when small, where one system call beats two)."""
+    header = _HEADER.pack(len(data))
+    return (header + data,) if len(data) < _COPY_LIMIT else (header, data)
+
+
 class Channel:
     """One end of an agent <-> executor connection."""
 
@@ -29,12 +36,17 @@ class Channel:
 
     def send(self, data: bytes) -> None:
         """Send one message; blocks while the peer's buffer is full."""
-        header = _HEADER.pack(len(data))
-        if len(data) < _COPY_LIMIT:
-            self.sock.sendall(header + data)
-        else:
-            self.sock.sendall(header)
-            self.sock.sendall(data)
+        for part in frame(data):
+            self.sock.sendall(part)
+
+    def write_now(self, buffer: bytes) -> bytes:
+        """Write as much of ``buffer`` (framed bytes, see :func:`frame`) as the socket takes
+        without blocking; return the rest, which must be written before anything else."""
+        try:
+            sent = self.sock.send(buffer, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            sent = 0
+        return buffer[sent:]
 
     def receive(self, block: bool) -> list[bytes]:
         """Messages available now; with ``block``, wait for at least one.
