@@ -5,7 +5,7 @@ from __future__ import annotations
 import pickle
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -15,7 +15,7 @@ from htcgrid import codec
 from htcgrid.backends.memory import MemoryBackend
 from htcgrid.core.handlers import command_handler, import_handler, pickle_handler
 from htcgrid.core.ids import new_session_id
-from htcgrid.core.model import Codec, FailureKind, NewTask, SessionSpec
+from htcgrid.core.model import Codec, Completion, FailureKind, NewTask, SessionSpec
 from htcgrid.core.states import TaskState
 from htcgrid.worker import Worker, WorkerSettings
 
@@ -187,3 +187,34 @@ def test_timeouts_count_from_when_a_restarted_executor_is_ready() -> None:
         finish(b, sid, 4)
     records = b.tasks([f"{sid}.{i}" for i in range(4)])
     assert [r.state for r in records] == [TaskState.FAILED] + [TaskState.SUCCEEDED] * 3
+
+
+class CountingBackend(MemoryBackend):
+    """Counts the completion calls a worker makes, and how many attempts each carried."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.complete_sizes: list[int] = []
+
+    def complete(self, completions: Sequence[Completion], now: float) -> list[bool]:
+        self.complete_sizes.append(len(completions))
+        return super().complete(completions, now)
+
+
+def test_a_busy_worker_completes_in_groups_and_a_lone_task_at_once() -> None:
+    b = CountingBackend()
+    sid = session(b)
+    burn = import_handler("htcgrid.workloads:burn_cpu_ms")
+    with running(b, concurrency=1):
+        b.submit(sid, [task(burn, 5.0) for _ in range(3)], time.time())  # learn the duration
+        finish(b, sid, 3)
+        b.complete_sizes.clear()
+        b.submit(sid, [task(burn, 5.0) for _ in range(60)], time.time())
+        finish(b, sid, 63)
+        grouped = list(b.complete_sizes)
+        b.complete_sizes.clear()
+        b.submit(sid, [task(burn, 5.0)], time.time())
+        finish(b, sid, 64)
+    assert sum(grouped) == 60
+    assert len(grouped) <= 30, grouped  # one store call per task would be 60
+    assert b.complete_sizes == [1]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from htcgrid.worker.pacing import RECENT_S, Pacer
+from htcgrid.worker.pacing import GROUP_TASKS, MAX_COMPLETE_DELAY_S, RECENT_S, Pacer
 
 
 def test_unmeasured_handlers_start_at_depth_one() -> None:
@@ -33,3 +33,15 @@ def test_a_slow_handler_held_keeps_the_depth_low_and_stops_once_released() -> No
     assert p.depth(5.0, held=["import:m:slow", "import:m:noop"]) == 2
     # the slow session ended: nothing of it held, its last claim long ago
     assert p.depth(5.0, held=["import:m:noop"]) == 256
+
+
+def test_completion_delay_groups_short_tasks_and_is_capped() -> None:
+    p = Pacer(max_batch=256)
+    p.observe("import:m:noop", 0.00002)
+    p.claimed("import:m:noop", 0.0)
+    assert p.complete_delay(0.0) == GROUP_TASKS * 0.00002  # no-ops: effectively at once
+    p.observe("import:m:ten", 0.010)
+    p.claimed("import:m:ten", 0.0)
+    assert p.complete_delay(0.0) == GROUP_TASKS * 0.010  # ~4 tasks of 10 ms per store call
+    p.observe("import:m:slow", 5.0)
+    assert p.complete_delay(0.0, held=["import:m:slow"]) == MAX_COMPLETE_DELAY_S

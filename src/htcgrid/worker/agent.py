@@ -59,7 +59,8 @@ class Worker:
             settings.max_batch,
             self.stats,
         )
-        self._done: list[Completion] = []  # gathered this turn, completed at its end
+        self._done: list[Completion] = []  # finished attempts, completed in groups
+        self._done_since = 0.0  # monotonic time the oldest of them finished
         self._in_flight = InFlight()
         self._handler_blobs: dict[str, bytes] = {}
         self._next_claim_at = 0.0
@@ -153,11 +154,24 @@ class Worker:
                 self._fail(claim.lease, outcome.error)
             else:
                 self._succeed(claim, outcome.result or b"")
-        self._flush()
+        if self._done and time.monotonic() >= self._flush_at():
+            self._flush()
+
+    def _flush_at(self) -> float:
+        """When to complete what finished: at once when nothing else runs here (a lone task's
+        latency is what matters then) or when stopping; while busy, after the pacer's delay,
+        so that one store call completes a group (at most max_batch) of attempts."""
+        if not self._pool.held or self._stopping.is_set():
+            return 0.0
+        if len(self._done) >= self.settings.max_batch:
+            return 0.0
+        return self._done_since + self._pool.complete_delay()
 
     def _wait_timeout(self) -> float:
         now = time.monotonic()
         deadline = min(now + _MAX_WAIT_S, self._pool.next_deadline())
+        if self._done:
+            deadline = min(deadline, self._flush_at())
         if not self._stopping.is_set() and self._pool.room():
             if not self._pool.held:
                 return 0.0  # nothing runs here: the next claim blocks in the store instead
@@ -219,7 +233,7 @@ class Worker:
     def _succeed(self, claim: Claim, result: bytes) -> None:
         lease = claim.lease
         if len(result) <= self.settings.inline_limit:
-            self._done.append(decide_success(lease, result, None))
+            self._finished(decide_success(lease, result, None))
             return
         key = new_blob_key(claim.session_id, "output")
         try:
@@ -229,7 +243,7 @@ class Worker:
             error = ErrorInfo(kind=FailureKind.ERROR, type=type_name(exc), message=message)
             self._fail(lease, error)
             return
-        self._done.append(decide_success(lease, None, key))
+        self._finished(decide_success(lease, None, key))
 
     def _fail(self, lease: Lease, error: ErrorInfo) -> None:
         self.stats.failed += 1
@@ -241,7 +255,12 @@ class Worker:
             error.message,
             extra={"task_id": lease.task_id, "attempt": lease.attempt, "worker_id": self.worker_id},
         )
-        self._done.append(decide_failure(lease, error, time.time()))
+        self._finished(decide_failure(lease, error, time.time()))
+
+    def _finished(self, completion: Completion) -> None:
+        if not self._done:
+            self._done_since = time.monotonic()
+        self._done.append(completion)
 
     def _flush(self) -> None:
         """Complete everything gathered this turn in one store call."""

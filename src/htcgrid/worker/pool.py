@@ -98,12 +98,19 @@ class ExecutorPool:
         free = capacity - self.held
         return free if free >= max(1, capacity // 2) else 0
 
+    def complete_delay(self) -> float:
+        """How long finished attempts may wait to be completed together (see the pacer)."""
+        return self._pacer.complete_delay(time.monotonic(), self._held_handlers())
+
     def _depth(self) -> int:
         """Queue depth per executor, paced by the handlers of the attempts held now."""
+        return self._pacer.depth(time.monotonic(), self._held_handlers())
+
+    def _held_handlers(self) -> set[str]:
         held = {a.work.handler for a in self.ready}
         for ex in self._executors:
             held.update(a.work.handler for a in ex.queue)
-        return self._pacer.depth(time.monotonic(), held)
+        return held
 
     def add(self, attempts: Iterable[Attempt]) -> None:
         """Hold claimed attempts until an executor has room for them."""
