@@ -99,6 +99,7 @@ def test_w5_samples_memory_while_it_runs(tmp_path: Path) -> None:
     assert sampled["timeline"][0][1] == 0
     assert sampled["timeline"][-1][1] == 1000
     assert "store_rss_mb" not in record  # SQLite has no server process
+    assert record["store_file_mb"] > 0  # but a file, with a thousand tasks in it
 
 
 def test_w6_kills_workers_and_every_task_still_succeeds_once() -> None:

@@ -329,6 +329,8 @@ def run_child(spec: Spec) -> dict[str, Any]:
                 extra["rss_sampled_mb"] = sampled
                 if "store" in sampled:
                     extra["store_rss_mb"] = sampled["store"]
+                if embedded is not None and embedded.store_path is not None:
+                    extra["store_file_mb"] = sqlite_mb(embedded.store_path)
             elif churn:
                 assert embedded is not None
                 backend = open_backend(embedded.url)
@@ -367,6 +369,13 @@ def run_child(spec: Spec) -> dict[str, Any]:
         cpu["grid"] = cpu["foreign"] = None
     record["cpu_s"] = cpu
     return record
+
+
+def sqlite_mb(store: Path) -> float:
+    """Size of a SQLite store on disk: the database file, its WAL and shared-memory index
+    (blobs, kept beside it as files, are not counted)."""
+    files = [store.with_name(store.name + suffix) for suffix in ("", "-wal", "-shm")]
+    return round(sum(f.stat().st_size for f in files if f.exists()) / 2**20, 1)
 
 
 def _delete_sessions(grid: htcgrid.Grid, session_ids: list[str]) -> None:
