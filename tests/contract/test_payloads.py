@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from htcgrid.backends.base import Backend
+from htcgrid.core.errors import NotFound
 from htcgrid.core.model import Codec, NewTask
 from htcgrid.core.states import TaskState
 
@@ -73,3 +74,20 @@ def test_many_payloads_keep_their_order(backend: Backend) -> None:
     claims = backend.claim("w", 500, TTL, T0)
     assert [c.task_id for c in claims] == ids
     assert [c.payload for c in claims] == [t.payload for t in tasks]
+
+
+def test_discard_deletes_only_the_named_blobs(backend: Backend) -> None:
+    open_session(backend, "s")
+    open_session(backend, "t")
+    backend.blobs.put("s/input-1", BINARY)
+    backend.blobs.put("s/input-2", b"kept")
+    backend.blobs.put("t/input-1", b"other session")
+    backend.blobs.discard(["s/input-1", "s/never-written"])
+    with pytest.raises(NotFound):
+        backend.blobs.get("s/input-1")
+    assert backend.blobs.get("s/input-2") == b"kept"
+    assert backend.blobs.get("t/input-1") == b"other session"
+    backend.blobs.discard([])  # nothing to do is fine
+    backend.delete_session("s")  # the session still deletes cleanly
+    with pytest.raises(NotFound):
+        backend.blobs.get("s/input-2")

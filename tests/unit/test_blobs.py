@@ -15,6 +15,7 @@ from htcgrid.backends.blobs import (
     FileBlobStore,
     MemoryBlobStore,
     blob_key,
+    is_task_input,
     new_blob_key,
     split_blob_key,
 )
@@ -223,3 +224,24 @@ def test_new_blob_key_is_fresh_and_valid(kind: str) -> None:
         session_id, name = split_blob_key(key)
         assert session_id == "s1"
         assert name.startswith(f"{kind}-")
+
+
+def test_task_inputs_are_recognised_by_their_generated_names() -> None:
+    assert is_task_input(new_blob_key("s1", "input"))
+    assert not is_task_input(new_blob_key("s1", "output"))
+    assert not is_task_input(new_blob_key("s1", "handler"))
+    assert not is_task_input("s1/input-shared-table")  # a name a user chose stays
+    assert not is_task_input("s1/input-" + "A" * 32)
+
+
+@pytest.mark.parametrize("kind", ["file", "memory"])
+def test_discard_removes_blobs_and_ignores_missing_ones(tmp_path: Path, kind: str) -> None:
+    store = FileBlobStore(tmp_path) if kind == "file" else MemoryBlobStore()
+    store.put("s1/a", b"1")
+    store.put("s1/b", b"2")
+    store.discard(["s1/a", "s1/missing", "s2/none"])
+    with pytest.raises(NotFound):
+        store.get("s1/a")
+    assert store.get("s1/b") == b"2"
+    with pytest.raises(InvalidInput):
+        store.discard(["s1/../x"])

@@ -10,9 +10,12 @@ from contextlib import contextmanager
 from typing import Any
 
 import cloudpickle
+import pytest
 
 from htcgrid import codec
+from htcgrid.backends.blobs import new_blob_key
 from htcgrid.backends.memory import MemoryBackend
+from htcgrid.core.errors import NotFound
 from htcgrid.core.handlers import command_handler, import_handler, pickle_handler
 from htcgrid.core.ids import new_session_id
 from htcgrid.core.model import Codec, Completion, FailureKind, NewTask, SessionSpec
@@ -218,3 +221,29 @@ def test_a_busy_worker_completes_in_groups_and_a_lone_task_at_once() -> None:
     assert sum(grouped) == 60
     assert len(grouped) <= 30, grouped  # one store call per task would be 60
     assert b.complete_sizes == [1]
+
+
+def test_input_blobs_are_deleted_once_their_task_has_finished() -> None:
+    b = MemoryBackend()
+    sid = session(b, max_attempts=2)
+    done_key, retried_key = new_blob_key(sid, "input"), new_blob_key(sid, "input")
+    shared_key = f"{sid}/input-shared"  # not a generated per-task name: kept
+    b.blobs.put(done_key, codec.encode(b"x" * 100_000, Codec.PICKLE))
+    b.blobs.put(retried_key, codec.encode(-1.0, Codec.PICKLE))
+    b.blobs.put(shared_key, codec.encode(3, Codec.PICKLE))
+    tasks = [
+        NewTask(handler=import_handler("builtins:len"), payload=None, payload_ref=done_key),
+        NewTask(handler=import_handler("math:sqrt"), payload=None, payload_ref=retried_key),
+        NewTask(handler=import_handler("operator:neg"), payload=None, payload_ref=shared_key),
+    ]
+    with running(b):
+        b.submit(sid, tasks, time.time())
+        finish(b, sid, 3)
+    ok, failed, shared = b.tasks([f"{sid}.{i}" for i in range(3)])
+    assert ok.state is TaskState.SUCCEEDED and pickle.loads(ok.result or b"") == 100_000
+    assert failed.state is TaskState.FAILED and failed.attempt == 2  # retried once, with input
+    assert shared.state is TaskState.SUCCEEDED
+    for key in (done_key, retried_key):
+        with pytest.raises(NotFound):
+            b.blobs.get(key)
+    assert b.blobs.get(shared_key)

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from htcgrid.backends.blobs import BlobStore
+from htcgrid.backends.blobs import BlobStore, GridBlobStore
 from htcgrid.core.errors import InvalidInput
 from htcgrid.core.model import (
     Claim,
@@ -157,6 +157,11 @@ class ClientStore(Protocol):
 @runtime_checkable
 class Backend(ClientStore, Protocol):
     """A grid's state store: the client's operations plus those of workers and reapers."""
+
+    @property
+    def blobs(self) -> GridBlobStore:
+        """Where payloads and results above the inline limit are kept."""
+        ...
 
     def claim(self, worker_id: str, max_tasks: int, lease_ttl_s: float, now: float) -> list[Claim]:
         """Move up to ``max_tasks`` claimable tasks to running under fresh leases.

@@ -5,10 +5,12 @@ Keys are ``<session_id>/<name>`` so deleting a session removes its blobs with on
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import threading
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -29,6 +31,18 @@ def blob_key(session_id: str, name: str) -> str:
 def new_blob_key(session_id: str, kind: str) -> str:
     """A fresh unique key for a blob of ``kind`` (input, output, handler) in ``session_id``."""
     return blob_key(session_id, f"{kind}-{uuid.uuid4().hex}")
+
+
+def is_task_input(key: str) -> bool:
+    """Whether ``key`` names a task's own input, made by :func:`new_blob_key` for one task
+    (``<session>/input-<32 hex>``). Such a blob is deleted once its task has finished; blobs
+    named otherwise (a shared upload, a shipped handler) stay until their session is deleted."""
+    name = key.partition("/")[2]
+    return len(name) == 38 and name.startswith("input-") and _is_hex(name[6:])
+
+
+def _is_hex(text: str) -> bool:
+    return all(c in "0123456789abcdef" for c in text)
 
 
 def split_blob_key(key: str) -> tuple[str, str]:
@@ -53,6 +67,14 @@ class BlobStore(Protocol):
     def delete_session(self, session_id: str) -> None: ...
 
 
+class GridBlobStore(BlobStore, Protocol):
+    """The blob store as the grid's own processes see it: they may also drop single blobs."""
+
+    def discard(self, keys: Sequence[str]) -> None:
+        """Delete these blobs; keys that name no blob are ignored."""
+        ...
+
+
 class MemoryBlobStore:
     """Blobs in a dict, for the in-process memory backend."""
 
@@ -72,6 +94,13 @@ class MemoryBlobStore:
                 return self._data[key]
             except KeyError:
                 raise NotFound(f"no blob {key!r}") from None
+
+    def discard(self, keys: Sequence[str]) -> None:
+        for key in keys:
+            split_blob_key(key)
+        with self._lock:
+            for key in keys:
+                self._data.pop(key, None)
 
     def delete_session(self, session_id: str) -> None:
         prefix = check_session_id(session_id) + "/"
@@ -107,6 +136,11 @@ class FileBlobStore:
             return self._path(key).read_bytes()
         except FileNotFoundError:
             raise NotFound(f"no blob {key!r}") from None
+
+    def discard(self, keys: Sequence[str]) -> None:
+        for key in keys:
+            with contextlib.suppress(FileNotFoundError):
+                self._path(key).unlink()
 
     def delete_session(self, session_id: str) -> None:
         shutil.rmtree(self.root / check_session_id(session_id), ignore_errors=True)

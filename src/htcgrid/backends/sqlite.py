@@ -28,7 +28,7 @@ import msgspec
 
 from htcgrid.backends import rows as convert
 from htcgrid.backends.base import Capabilities, LeaseKey, check_batch_size
-from htcgrid.backends.blobs import BlobStore, FileBlobStore
+from htcgrid.backends.blobs import FileBlobStore, GridBlobStore
 from htcgrid.core.errors import BackendUnavailable, InvalidInput, NotFound
 from htcgrid.core.fairshare import Candidate, plan_claim
 from htcgrid.core.ids import check_session_id, split_task_id, task_id
@@ -260,7 +260,7 @@ class SqliteBackend:
         return Capabilities(is_durable=True, is_shared=True)
 
     @property
-    def blobs(self) -> BlobStore:
+    def blobs(self) -> GridBlobStore:
         return self._blobs
 
     # -- sessions -------------------------------------------------------------------------

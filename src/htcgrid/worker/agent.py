@@ -17,7 +17,7 @@ import time
 from multiprocessing.connection import wait
 
 from htcgrid.backends.base import Backend
-from htcgrid.backends.blobs import new_blob_key
+from htcgrid.backends.blobs import is_task_input, new_blob_key
 from htcgrid.backends.registry import open_backend
 from htcgrid.core.errors import BackendUnavailable, GridError
 from htcgrid.core.model import Claim, Codec, Completion, ErrorInfo, FailureKind, Lease
@@ -26,7 +26,7 @@ from htcgrid.worker.executor import Attempt
 from htcgrid.worker.handlers import type_name
 from htcgrid.worker.heartbeat import Heartbeat, InFlight
 from htcgrid.worker.pool import ExecutorPool, WorkerStats
-from htcgrid.worker.protocol import Work
+from htcgrid.worker.protocol import AttemptKey, Work
 from htcgrid.worker.settings import WorkerSettings, default_worker_id
 
 log = logging.getLogger(__name__)
@@ -61,6 +61,7 @@ class Worker:
         )
         self._done: list[Completion] = []  # finished attempts, completed in groups
         self._done_since = 0.0  # monotonic time the oldest of them finished
+        self._inputs: dict[AttemptKey, str] = {}  # task-owned input blobs of held attempts
         self._in_flight = InFlight()
         self._handler_blobs: dict[str, bytes] = {}
         self._next_claim_at = 0.0
@@ -145,7 +146,10 @@ class Worker:
             self._claim()
         pool.dispatch()
         pool.gather(self._wait_timeout(), self._wake_r)
-        pool.stop_lost(self._in_flight.take_lost())
+        lost = self._in_flight.take_lost()
+        for key in lost:
+            self._inputs.pop(key, None)
+        pool.stop_lost(lost)
         pool.enforce_deadlines()
         for claim, outcome in pool.take_finished():
             if isinstance(outcome, ErrorInfo):
@@ -227,6 +231,8 @@ class Worker:
             error = ErrorInfo(kind=FailureKind.ERROR, type=type_name(exc), message=message)
             self._fail(lease, error)
             return None
+        if claim.payload_ref is not None and is_task_input(claim.payload_ref):
+            self._inputs[(lease.task_id, lease.attempt)] = claim.payload_ref
         work = Work(lease.task_id, lease.attempt, claim.handler, claim.codec.value, payload or b"")
         return Attempt(claim, work, handler_blob)
 
@@ -270,6 +276,7 @@ class Worker:
         accepted = self._require_backend().complete(done, time.time())
         self._done = []
         self._in_flight.discard((c.task_id, c.attempt) for c in done)
+        self._discard_inputs(done, accepted)
         n_accepted = sum(accepted)
         self.stats.succeeded += sum(
             1 for c, ok in zip(done, accepted, strict=True) if ok and c.error is None
@@ -282,6 +289,23 @@ class Worker:
                 len(done) - n_accepted,
                 extra={"worker_id": self.worker_id},
             )
+
+    def _discard_inputs(self, done: list[Completion], accepted: list[bool]) -> None:
+        """Delete the input blobs of tasks that have finished for good: no attempt will read
+        them again, and a session of large payloads would otherwise keep every input until
+        it is deleted. Retried tasks keep theirs; a failure here only leaves a blob behind."""
+        keys = []
+        for c, ok in zip(done, accepted, strict=True):
+            key = self._inputs.pop((c.task_id, c.attempt), None)
+            if key is not None and ok and c.state.is_terminal:
+                keys.append(key)
+        if keys:
+            try:
+                self._require_backend().blobs.discard(keys)
+            except (GridError, OSError) as exc:
+                log.warning(
+                    "worker %s: cannot delete %d input blob(s): %s", self.worker_id, len(keys), exc
+                )
 
     def _require_backend(self) -> Backend:
         if self._backend is None:

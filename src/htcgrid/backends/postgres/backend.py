@@ -21,7 +21,7 @@ import msgspec
 
 from htcgrid.backends import rows as convert
 from htcgrid.backends.base import Capabilities, LeaseKey, check_batch_size, drifting
-from htcgrid.backends.blobs import BlobStore
+from htcgrid.backends.blobs import GridBlobStore
 from htcgrid.core.errors import BackendUnavailable, InvalidInput, NotFound
 from htcgrid.core.fairshare import Candidate, plan_claim
 from htcgrid.core.ids import check_session_id, task_id
@@ -99,7 +99,7 @@ class PostgresBackend:
         return Capabilities(is_durable=True, is_shared=True)
 
     @property
-    def blobs(self) -> BlobStore:
+    def blobs(self) -> GridBlobStore:
         return self._blobs
 
     # -- sessions -------------------------------------------------------------------------

@@ -3,6 +3,8 @@ no shared filesystem: every machine that reaches the database reaches its blobs.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from htcgrid.backends.blobs import split_blob_key
 from htcgrid.core.errors import NotFound
 from htcgrid.core.ids import check_session_id
@@ -37,6 +39,17 @@ class PostgresBlobStore:
         if data is None:
             raise NotFound(f"no blob {key!r}")
         return data
+
+    def discard(self, keys: Sequence[str]) -> None:
+        for key in keys:
+            split_blob_key(key)
+        if not keys:
+            return
+
+        def discard(conn: Conn) -> None:
+            conn.execute(self._sql.blob_discard, [list(keys)])
+
+        self._db.statement(discard, is_idempotent=True)
 
     def delete_session(self, session_id: str) -> None:
         check_session_id(session_id)

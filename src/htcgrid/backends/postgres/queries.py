@@ -317,6 +317,7 @@ class Sql:
         ON CONFLICT (key) DO UPDATE SET data = EXCLUDED.data"""
     blob_get: str = "SELECT data FROM {s}.blobs WHERE key = %s"
     blob_delete_session: str = "DELETE FROM {s}.blobs WHERE session_id = %s"
+    blob_discard: str = "DELETE FROM {s}.blobs WHERE key = ANY(%s)"
 
     def bound(self, schema_q: str) -> Sql:
         """These statements with ``{s}`` replaced by the quoted schema ``schema_q``."""

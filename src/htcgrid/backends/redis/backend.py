@@ -21,7 +21,7 @@ import msgspec
 from redis.exceptions import ResponseError
 
 from htcgrid.backends.base import Capabilities, LeaseKey, check_batch_size, drifting
-from htcgrid.backends.blobs import BlobStore
+from htcgrid.backends.blobs import GridBlobStore
 from htcgrid.backends.redis.blobs import RedisBlobStore
 from htcgrid.backends.redis.link import Cmd, Eval, Link
 from htcgrid.backends.redis.readiness import Readiness
@@ -126,7 +126,7 @@ class RedisBackend:
         return self._capabilities
 
     @property
-    def blobs(self) -> BlobStore:
+    def blobs(self) -> GridBlobStore:
         return self._blobs
 
     # -- sessions -------------------------------------------------------------------------

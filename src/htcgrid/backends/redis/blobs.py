@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from htcgrid.backends.blobs import split_blob_key
 from htcgrid.backends.redis.link import Link
 from htcgrid.backends.redis.schema import StoreKeys
@@ -39,6 +41,25 @@ class RedisBlobStore:
         if data is None:
             raise NotFound(f"no blob {key!r}")
         return data if isinstance(data, bytes) else data.encode()
+
+    def discard(self, keys: Sequence[str]) -> None:
+        """Delete blobs and their index entries, one MULTI per session (one slot each)."""
+        by_session: dict[str, list[str]] = {}
+        for key in keys:
+            session_id, name = split_blob_key(key)
+            by_session.setdefault(session_id, []).append(name)
+        if not by_session:
+            return
+
+        def discard() -> None:
+            for session_id, names in by_session.items():
+                k = self._keys.session(session_id)
+                pipe = self._link.client.pipeline(transaction=True)
+                pipe.unlink(*(k.blob_prefix + name for name in names))
+                pipe.srem(k.blobs, *names)
+                pipe.execute()
+
+        self._link.safely(discard)
 
     def delete_session(self, session_id: str) -> None:
         k = self._keys.session(check_session_id(session_id))
