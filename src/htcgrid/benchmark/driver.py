@@ -151,7 +151,7 @@ def plan(workloads: list[str], target: Target, options: Options) -> list[tuple[s
         if w in LOCAL_ONLY and not local:
             why = "kills local worker processes" if w == "W6" else "starts 1-8 local workers"
             raise InvalidInput(
-                f"{w} {why}: run it on a fresh embedded grid or with --store and --workers >= 1"
+                f"{w} {why}: it needs a grid of local workers, not the API's or a store's own"
             )
     steps: list[tuple[str, str, int]] = []
     for w in workloads:
