@@ -372,7 +372,7 @@ def run_child(spec: Spec) -> dict[str, Any]:
 
 
 def sqlite_mb(store: Path) -> float:
-    """Size of a SQLite store on disk: the database file, its WAL and shared-memory index
+    """Size of a SQLite store on disk: the database file, its WAL and its WAL index (``-shm``)
     (blobs, kept beside it as files, are not counted)."""
     files = [store.with_name(store.name + suffix) for suffix in ("", "-wal", "-shm")]
     return round(sum(f.stat().st_size for f in files if f.exists()) / 2**20, 1)

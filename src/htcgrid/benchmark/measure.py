@@ -130,7 +130,7 @@ def cpu_seconds(roots: list[int]) -> dict[str, float]:
     """CPU seconds used so far by the client, by the grid processes under ``roots``, by the
     store servers on this machine (every redis-server and postgres process: only the
     benchmark should be using them) and by the whole machine; a run where the machine used
-    much more than the first three shared the CPUs with something else (``foreign`` in the
+    much more than the first three ran beside something else (``foreign`` in the
     record, see :func:`cpu_delta`)."""
     tick = os.sysconf("SC_CLK_TCK")
     grid = sum(process_cpu_s(pid, tick) for pid in descendants(roots))
