@@ -22,13 +22,14 @@ import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
 from htcgrid.backends import rows as convert
 from htcgrid.backends.base import Capabilities, LeaseKey, check_batch_size
 from htcgrid.backends.blobs import FileBlobStore, GridBlobStore
+from htcgrid.backends.commitwatch import CommitWatch, open_watch
 from htcgrid.core.errors import BackendUnavailable, InvalidInput, NotFound
 from htcgrid.core.fairshare import Candidate, plan_claim
 from htcgrid.core.ids import check_session_id, split_task_id, task_id
@@ -160,9 +161,13 @@ _BUMP_COUNTS = """
 
 
 _BUSY_TIMEOUT_MS = 30_000  # many processes share the file; a writer may queue a while
+_LOCK_FIRST_PAUSE_S = 0.00002  # a writer waiting for the lock tries again after this...
+_LOCK_LAST_PAUSE_S = 0.001  # ...doubling up to this
 _NEVER = float("inf")
 _FIRST_PAUSE_S = 0.0005  # polling for other processes' commits starts fast...
 _LAST_PAUSE_S = 0.005  # ...and backs off to this, which stays cheap when idle
+_COMMIT_LAG_S = 0.01  # after a WAL write, how long to poll for the commit to become visible
+_SETTLE_PAUSE_S = 0.00005  # ...first in very short steps: it is usually a few microseconds
 
 
 def _key_range(sid: int) -> tuple[int, int]:
@@ -204,11 +209,12 @@ class _Handle:
     connection closes when its thread ends; the backend tracks handles weakly to close the
     rest in :meth:`SqliteBackend.close`."""
 
-    __slots__ = ("__weakref__", "conn", "pid")
+    __slots__ = ("__weakref__", "conn", "pid", "watch")
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
         self.pid = os.getpid()
+        self.watch: CommitWatch | Literal[False] | None = None  # False: unsupported here
 
 
 class _Tally:
@@ -495,6 +501,8 @@ class SqliteBackend:
             for handle in list(self._handles):
                 if handle.pid == os.getpid():  # a forked child leaves its parent's alone
                     handle.conn.close()
+                    if handle.watch:
+                        handle.watch.close()
             self._handles.clear()
 
     # -- connections and transactions -----------------------------------------------------
@@ -547,7 +555,10 @@ class SqliteBackend:
     def _transaction(self, begin: str) -> Iterator[sqlite3.Connection]:
         conn = self._conn()
         try:
-            conn.execute(begin)
+            if begin == "BEGIN IMMEDIATE":
+                _take_write_lock(conn)
+            else:
+                conn.execute(begin)
             try:
                 yield conn
                 conn.execute("COMMIT")
@@ -719,16 +730,34 @@ class SqliteBackend:
     ) -> None:
         """Block until ``seconds_to_ready`` says 0 or ``timeout_s`` passed.
 
-        SQLite cannot notify other processes, so watch ``PRAGMA data_version``, which changes
-        when another connection commits, and re-check the condition only then.
+        Another process's commit changes ``PRAGMA data_version``; the condition is re-checked
+        only then. This thread's inotify watch (see :mod:`commitwatch`) wakes it at the
+        commit; without one it polls the version in growing steps.
         """
         deadline = time.monotonic() + timeout_s
         conn = self._conn()
+        watch = self._watch()
         while True:
-            version = _data_version(conn)  # read first: a commit after the check is not missed
+            if watch is not None:
+                watch.drain()  # before reading: a commit after the check wakes the wait
+            version = _data_version(conn)
             wait_s = min(seconds_to_ready(conn), deadline - time.monotonic())
-            if wait_s <= 0 or not _sleep_until_change(conn, version, wait_s):
+            if wait_s <= 0:
                 return
+            if watch is None:
+                is_changed = _sleep_until_change(conn, version, wait_s)
+            else:
+                is_changed = _watch_until_change(watch, conn, version, wait_s)
+            if not is_changed:
+                return
+
+    def _watch(self) -> CommitWatch | None:
+        """This thread's commit watch, made on first use (None where unsupported)."""
+        self._conn()  # opens this thread's handle if it has none yet
+        handle: _Handle = self._local.handle
+        if handle.watch is None:
+            handle.watch = open_watch(self.path) or False
+        return handle.watch or None
 
     def _record(self, session_id: str, row: tuple[Any, ...]) -> TaskRecord:
         return convert.task_record(session_id, row)
@@ -737,9 +766,62 @@ class SqliteBackend:
         return convert.session_info(row)
 
 
+def _take_write_lock(conn: sqlite3.Connection) -> None:
+    """BEGIN IMMEDIATE, retried in short steps while another process writes.
+
+    SQLite's own busy handler sleeps 1, 2, 5, 10... ms between tries, so a writer that
+    queued behind a 100-microsecond transaction would lose a millisecond or more: most of a
+    single task's round trip. Writes here are short, so poll the lock from 20 us instead,
+    within the same overall budget.
+    """
+    conn.execute("PRAGMA busy_timeout = 0")
+    try:
+        deadline = time.monotonic() + _BUSY_TIMEOUT_MS / 1000
+        pause = _LOCK_FIRST_PAUSE_S
+        while True:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() >= deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, _LOCK_LAST_PAUSE_S)
+    finally:
+        conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+
+
 def _data_version(conn: sqlite3.Connection) -> int:
     version: int = conn.execute("PRAGMA data_version").fetchone()[0]
     return version
+
+
+def _watch_until_change(
+    watch: CommitWatch, conn: sqlite3.Connection, version: int, wait_s: float
+) -> bool:
+    """Sleep until the watch sees a commit that changed the version, up to ``wait_s``.
+
+    A commit writes its WAL frames (the event) a moment before it becomes visible (in the
+    shared-memory index, which sends no event), so after an event the version is polled
+    briefly before blocking again.
+    """
+    until = time.monotonic() + wait_s
+    while (left := until - time.monotonic()) > 0:
+        if not watch.wait(left):
+            if _data_version(conn) != version:
+                return True
+            continue
+        watch.drain()
+        settle_until = time.monotonic() + min(left, _COMMIT_LAG_S)
+        pause = _SETTLE_PAUSE_S
+        while _data_version(conn) == version:
+            if time.monotonic() >= settle_until:
+                break
+            time.sleep(pause)
+            pause = min(pause * 2, _FIRST_PAUSE_S * 4)
+        else:
+            return True
+    return False
 
 
 def _sleep_until_change(conn: sqlite3.Connection, version: int, wait_s: float) -> bool:
