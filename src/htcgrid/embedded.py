@@ -142,6 +142,8 @@ class EmbeddedGrid:
             str(self.concurrency),
             "--lease-ttl",
             str(self.lease_ttl_s),
+            "--parent-pid",
+            str(os.getpid()),
             *([] if self.allow_pickle else ["--no-pickle"]),
             *self.worker_args,
         ]

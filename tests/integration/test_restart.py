@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -56,3 +58,36 @@ def test_a_drained_grid_restarted_later_runs_what_was_left_pending(tmp_path: Pat
             assert all(f.result(timeout=60) == 0.005 for f in futures)
         assert session.counts().succeeded == 300
         assert all(r.attempt == 1 for r in grid.backend.tasks([f.task_id for f in futures]))
+
+
+def test_workers_of_a_killed_grid_exit_instead_of_serving_as_orphans(tmp_path: Path) -> None:
+    script = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from htcgrid import EmbeddedGrid\n"
+        "grid = EmbeddedGrid(Path(sys.argv[1]), workers=2).start()\n"
+        "print(' '.join(map(str, grid.pids)), flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    parent = subprocess.Popen(
+        [sys.executable, "-c", script, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
+    assert parent.stdout is not None
+    pids = [int(p) for p in parent.stdout.readline().split()]
+    assert len(pids) == 2 and all(_alive(p) for p in pids)
+    parent.kill()  # SIGKILL: the grid gets no chance to stop its workers
+    parent.wait()
+    parent.stdout.close()
+    deadline = time.monotonic() + 30
+    while any(_alive(p) for p in pids):
+        assert time.monotonic() < deadline, "workers outlived their grid"
+        time.sleep(0.1)
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie counts as gone: it has exited)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+    return state != "Z"

@@ -139,6 +139,12 @@ def up(
 @click.option("--worker-id", default=None, help="Name in leases and logs [host-pid-random].")
 @click.option("--drain-timeout", type=click.FloatRange(0), default=60.0, help="Seconds.")
 @click.option("--log-level", default="INFO", show_default=True, help="htcgrid log level.")
+@click.option(
+    "--parent-pid",
+    type=click.IntRange(1),
+    default=None,
+    help="Drain and exit when this process, the one that started the worker, dies (Linux).",
+)
 def worker(
     store: str | None,
     concurrency: int,
@@ -148,6 +154,7 @@ def worker(
     worker_id: str | None,
     drain_timeout: float,
     log_level: str,
+    parent_pid: int | None,
 ) -> None:
     """Run a worker agent against a store until SIGTERM or Ctrl-C (then it drains)."""
     from htcgrid.worker import WorkerSettings, run_worker
@@ -162,7 +169,7 @@ def worker(
         worker_id=worker_id,
         drain_timeout_s=drain_timeout,
     )
-    raise SystemExit(run_worker(settings))
+    raise SystemExit(run_worker(settings, parent_pid=parent_pid))
 
 
 @main.command()
