@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from htcgrid.worker.pacing import GROUP_TASKS, MAX_COMPLETE_DELAY_S, RECENT_S, Pacer
+from htcgrid.worker.pacing import (
+    GROUP_TASKS,
+    MAX_COMPLETE_DELAY_S,
+    QUEUED_WORK_S,
+    RECENT_S,
+    Pacer,
+)
 
 
 def test_unmeasured_handlers_start_at_depth_one() -> None:
@@ -22,7 +28,7 @@ def test_fast_handlers_fill_batches_and_slow_ones_are_not_hoarded() -> None:
     assert p.depth(2.0) == 1
     p.observe("import:m:medium", 0.005)
     p.claimed("import:m:medium", 2.0 + RECENT_S)
-    assert p.depth(2.0 + RECENT_S) == 10  # the slow handler aged out; the medium one rules
+    assert p.depth(2.0 + RECENT_S) == round(QUEUED_WORK_S / 0.005)  # the medium one rules
 
 
 def test_a_slow_handler_held_keeps_the_depth_low_and_stops_once_released() -> None:
@@ -30,7 +36,7 @@ def test_a_slow_handler_held_keeps_the_depth_low_and_stops_once_released() -> No
     p.observe("import:m:noop", 0.00002)
     p.observe("import:m:slow", 0.02)
     p.claimed("import:m:slow", 0.0)
-    assert p.depth(5.0, held=["import:m:slow", "import:m:noop"]) == 2
+    assert p.depth(5.0, held=["import:m:slow", "import:m:noop"]) == round(QUEUED_WORK_S / 0.02)
     # the slow session ended: nothing of it held, its last claim long ago
     assert p.depth(5.0, held=["import:m:noop"]) == 256
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pickle
 import socket
 import sys
+from multiprocessing import get_context
 
 import cloudpickle
 import pytest
@@ -13,10 +14,10 @@ from htcgrid.core.errors import InvalidInput
 from htcgrid.core.handlers import command_handler, import_handler, pickle_handler
 from htcgrid.core.model import Codec, FailureKind
 from htcgrid.worker.channel import Channel
-from htcgrid.worker.executor import describe_exit_code, run_work
+from htcgrid.worker.executor import ExecutorProcess, describe_exit_code, run_work
 from htcgrid.worker.handlers import CommandFailed, HandlerLoader, error_info, type_name
 from htcgrid.worker.heartbeat import InFlight
-from htcgrid.worker.protocol import Work
+from htcgrid.worker.protocol import Batch, Work, encoder, outcome_decoder
 from htcgrid.worker.settings import WorkerSettings, default_worker_id
 
 
@@ -104,3 +105,29 @@ def test_settings_validate_and_ids_are_unique() -> None:
     with pytest.raises(InvalidInput):
         WorkerSettings(store_url="memory://", concurrency=0)
     assert default_worker_id() != default_worker_id()
+
+
+@pytest.mark.parametrize("has_timeout", [False, True])
+def test_an_executor_answers_a_run_of_short_tasks_in_one_message(has_timeout: bool) -> None:
+    """Outcomes of short tasks are held and sent together, so the agent wakes once; not
+    when the tasks have timeouts, whose clocks the agent must start on time."""
+    ex = ExecutorProcess(get_context("spawn"), 0, None)
+    try:
+        assert ex.channel.receive(block=True) == [b""]  # started
+        sleep = import_handler("time:sleep")
+        works = [
+            Work(f"s.{i}", 1, sleep, "pickle", pickle.dumps(0.004), has_timeout=has_timeout)
+            for i in range(5)
+        ]
+        ex.send(encoder.encode(Batch(works)))
+        first = ex.channel.receive(block=True)  # whatever arrived in the first message
+        answered = len(first)
+        while answered < 5:
+            answered += len(ex.channel.receive(block=True))
+        assert [outcome_decoder.decode(f).task_id for f in first][:1] == ["s.0"]
+        if has_timeout:
+            assert len(first) == 1  # the next task's clock starts when this one is answered
+        else:
+            assert len(first) >= 3  # ~4 ms tasks, held for up to HOLD_S together
+    finally:
+        ex.kill()

@@ -233,7 +233,14 @@ class Worker:
             return None
         if claim.payload_ref is not None and is_task_input(claim.payload_ref):
             self._inputs[(lease.task_id, lease.attempt)] = claim.payload_ref
-        work = Work(lease.task_id, lease.attempt, claim.handler, claim.codec.value, payload or b"")
+        work = Work(
+            lease.task_id,
+            lease.attempt,
+            claim.handler,
+            claim.codec.value,
+            payload or b"",
+            has_timeout=claim.timeout_s is not None,
+        )
         return Attempt(claim, work, handler_blob)
 
     def _succeed(self, claim: Claim, result: bytes) -> None:

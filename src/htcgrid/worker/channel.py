@@ -39,6 +39,16 @@ class Channel:
         for part in frame(data):
             self.sock.sendall(part)
 
+    def send_all(self, messages: list[bytes]) -> None:
+        """Send several messages with as few system calls as their sizes allow."""
+        if len(messages) == 1:
+            self.send(messages[0])
+            return
+        parts = [part for data in messages for part in frame(data)]
+        small = b"".join(parts) if sum(map(len, parts)) < _COPY_LIMIT else None
+        for part in (small,) if small is not None else parts:
+            self.sock.sendall(part)
+
     def write_now(self, buffer: bytes) -> bytes:
         """Write as much of ``buffer`` (framed bytes, see :func:`frame`) as the socket takes
         without blocking; return the rest, which must be written before anything else."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 #: Seconds of queued work to keep per executor: enough to hide a claim round trip.
-QUEUED_WORK_S = 0.05
+QUEUED_WORK_S = 0.1
 #: A busy worker holds finished attempts for up to this many task durations, so that one
 #: store call completes several of them...
 GROUP_TASKS = 4

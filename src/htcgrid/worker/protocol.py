@@ -3,7 +3,9 @@
 An executor first sends an empty message once it has started up. The agent sends whole
 batches (one message for many tasks) and skips; an executor answers every task it was sent
 with exactly one :class:`Outcome`, in the order it was sent, so the agent always knows which
-task an executor is running.
+task an executor is running -- give or take the outcomes it holds back (see
+:func:`htcgrid.worker.executor.may_hold`), which are only those of attempts without a
+timeout.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ class Work(msgspec.Struct, frozen=True, array_like=True):
     handler: str
     codec: str
     payload: bytes
+    has_timeout: bool = False  # the agent stops it after a deadline counted from its start
 
 
 class Batch(msgspec.Struct, frozen=True, array_like=True, tag="b"):
