@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 import socket
+import subprocess
 import sys
 from multiprocessing import get_context
 
@@ -131,3 +132,13 @@ def test_an_executor_answers_a_run_of_short_tasks_in_one_message(has_timeout: bo
             assert len(first) >= 3  # ~4 ms tasks, held for up to HOLD_S together
     finally:
         ex.kill()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="glibc malloc tuning is Linux-only")
+def test_grid_processes_can_keep_freed_memory() -> None:
+    code = (
+        "from htcgrid.worker.malloc import keep_freed_memory; "
+        "print(keep_freed_memory(), keep_freed_memory(limit_mb=64))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True", "True"]

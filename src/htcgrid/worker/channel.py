@@ -82,7 +82,7 @@ class Channel:
         got = 0
         while got < _MAX_DRAIN:
             try:
-                chunk = self.sock.recv(_CHUNK, flags)
+                chunk = self.sock.recv(max(_CHUNK, self._missing()), flags)
             except BlockingIOError:
                 return
             if not chunk:
@@ -103,8 +103,17 @@ class Channel:
             (size,) = _HEADER.unpack_from(buf, pos)
             if end - pos - 4 < size:
                 break
-            frames.append(bytes(buf[pos + 4 : pos + 4 + size]))
+            with memoryview(buf) as view:  # one copy out of the buffer, not two
+                frames.append(bytes(view[pos + 4 : pos + 4 + size]))
             pos += 4 + size
         if pos:
             del buf[:pos]
         return frames
+
+    def _missing(self) -> int:
+        """Bytes still to come of the message at the head of the buffer (0 if unknown), so a
+        large payload is read in one call instead of many small ones."""
+        if len(self._buf) < 4:
+            return 0
+        size: int = _HEADER.unpack_from(self._buf, 0)[0]
+        return max(0, 4 + size - len(self._buf))

@@ -28,6 +28,7 @@ from htcgrid import codec as codecs
 from htcgrid.core.model import Claim, Codec
 from htcgrid.worker.channel import Channel, frame
 from htcgrid.worker.handlers import HandlerLoader, error_info
+from htcgrid.worker.malloc import keep_freed_memory
 from htcgrid.worker.protocol import (
     AttemptKey,
     Batch,
@@ -51,6 +52,7 @@ _CODECS = {c.value: c for c in Codec}
 def executor_main(sock: socket.socket, agent_pid: int, max_memory_mb: int | None) -> None:
     """Entry point of an executor process: run tasks until the agent closes the channel."""
     _isolate(agent_pid, max_memory_mb)
+    keep_freed_memory(max_memory_mb)
     channel = Channel(sock)
     try:
         channel.send(b"")  # ready: attempt timeouts start counting from here

@@ -14,6 +14,7 @@ import sys
 from types import FrameType
 
 from htcgrid.worker.agent import Worker
+from htcgrid.worker.malloc import keep_freed_memory
 from htcgrid.worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -27,6 +28,7 @@ def run_worker(settings: WorkerSettings, *, parent_pid: int | None = None) -> in
     dies, so the workers of a grid that was killed (``htcgrid up``, an embedded grid) drain
     instead of serving on as orphans; if it died while this one was starting, drain at once.
     """
+    keep_freed_memory()
     worker = Worker(settings)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
