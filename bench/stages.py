@@ -1,9 +1,9 @@
 """Where a real W1 spends its time: each process of the grid sampled with py-spy, every sample
 put in a stage by the project functions on its stack; one table per process.
 
-    sudo python bench/profile.py --backend sqlite
-    python bench/profile.py --backend redis --out bench/results/profile-redis.txt
-    python bench/profile.py --backend postgres --rate 500 --keep /tmp/htcgrid-profile
+    sudo python bench/stages.py --backend sqlite
+    python bench/stages.py --backend redis --out bench/results/profile-redis.txt
+    python bench/stages.py --backend postgres --rate 500 --keep /tmp/htcgrid-profile
 
 W1 is 20,000 no-op tasks with ~100-byte inputs on a fresh embedded grid of 2 worker
 processes x 1 executor (docs/benchmarks.md). A child process starts the grid, warms it up,
@@ -419,7 +419,7 @@ def report(
         f"# W1 stage profile: {args.backend}, 2 worker x 1 executor, {W1_TASKS:,} no-op tasks",
         "",
         f"date {datetime.now(UTC).isoformat(timespec='seconds')}; {machine()}  ",
-        f"command: `python bench/profile.py {' '.join(sys.argv[1:])}`  ",
+        f"command: `python bench/stages.py {' '.join(sys.argv[1:])}`  ",
         f"py-spy {args.rate} Hz, {'' if args.blocking else 'non'}blocking, one per process",
         "",
         "| pass | W1 unprofiled s | W1 profiled s | load 1m before | CPU s of the profiled W1 |",
