@@ -142,3 +142,20 @@ def test_grid_processes_can_keep_freed_memory() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["True", "True"]
+
+
+def test_a_held_outcome_is_sent_while_a_long_task_runs() -> None:
+    """A short task queued before a long one: its outcome goes out after HOLD_S, not when
+    the long task ends."""
+    ex = ExecutorProcess(get_context("spawn"), 0, None)
+    try:
+        assert ex.channel.receive(block=True) == [b""]  # started
+        sleep = import_handler("time:sleep")
+        works = [
+            Work(f"s.{i}", 1, sleep, "pickle", pickle.dumps(s)) for i, s in enumerate([0.001, 3.0])
+        ]
+        ex.send(encoder.encode(Batch(works)))
+        first = ex.channel.receive(block=True)
+        assert [outcome_decoder.decode(f).task_id for f in first] == ["s.0"]  # the long one runs
+    finally:
+        ex.kill()

@@ -42,6 +42,7 @@ class Collector:
         self.lock = threading.Lock()
         self._futures: dict[str, TaskFuture] = {}
         self._cursor = 0
+        self._is_caught_up = False  # the last page was short: nothing more was finished
         self._wake = threading.Condition(self.lock)
         self._is_closed = False
         self._thread: threading.Thread | None = None
@@ -93,9 +94,13 @@ class Collector:
                 self._wake.wait(seconds)
 
     def _poll(self) -> None:
-        records = self.backend.finished(self.session_id, self._cursor, self.page)
-        if not records:
+        if self._is_caught_up:
+            # wait first: it returns at once if something finished meanwhile, and through
+            # the HTTP API the long-poll brings the page itself (one request, not two)
             self.backend.wait_for_finished(self.session_id, self._cursor, 0.2)
+        records = self.backend.finished(self.session_id, self._cursor, self.page)
+        self._is_caught_up = len(records) < self.page
+        if not records:
             return
         with self.lock:
             resolved = [(self._futures.pop(r.task_id, None), r) for r in records]

@@ -84,7 +84,9 @@ def executor_main(sock: socket.socket, agent_pid: int, max_memory_mb: int | None
             else:
                 outcome = run_work(loader, work, max_memory_mb)
             held.add(encoder.encode(outcome), outcome.duration_s)
-            if not (todo and may_hold(work, outcome, todo[0]) and held.may_wait()):
+            if todo and may_hold(work, outcome, todo[0]) and held.may_wait():
+                held.hold()
+            else:
                 held.send()
             if outcome.is_exiting:
                 return
@@ -92,7 +94,7 @@ def executor_main(sock: socket.socket, agent_pid: int, max_memory_mb: int | None
         return
     finally:
         with contextlib.suppress(OSError):
-            held.send()
+            held.close()
 
 
 def may_hold(work: Work, outcome: Outcome, following: Work) -> bool:
@@ -106,31 +108,71 @@ def may_hold(work: Work, outcome: Outcome, following: Work) -> bool:
 class _Held:
     """Outcomes held back so that a run of short tasks is answered in one message: the
     agent then wakes once per group instead of once per task, taking that much less CPU
-    from the executors. An outcome waits at most about HOLD_S (judged by the last task's
-    duration), and never while nothing else is queued here."""
+    from the executors. Nothing is held while no other task is queued here, and a thread
+    sends what is held once the first of it has waited HOLD_S, even while a task that
+    turned out long is running."""
 
     def __init__(self, channel: Channel) -> None:
         self._channel = channel
         self._frames: list[bytes] = []
         self._since = 0.0
         self._last_s = 0.0
+        self._deadline: float | None = None
+        self._lock = threading.Condition()
+        self._is_closed = False
+        threading.Thread(target=self._send_late, name="htcgrid-outcomes", daemon=True).start()
 
     def add(self, frame: bytes, duration_s: float) -> None:
-        if not self._frames:
-            self._since = time.monotonic()
-        self._frames.append(frame)
-        self._last_s = duration_s
+        with self._lock:
+            if not self._frames:
+                self._since = time.monotonic()
+            self._frames.append(frame)
+            self._last_s = duration_s
 
     def may_wait(self) -> bool:
         """Whether the next task, if it runs as long as the last one, ends within HOLD_S of
-        the first held outcome."""
-        age = time.monotonic() - self._since
-        return len(self._frames) < HOLD_MAX and age + self._last_s <= HOLD_S
+        the first held outcome: otherwise holding gains nothing."""
+        with self._lock:
+            age = time.monotonic() - self._since
+            return len(self._frames) < HOLD_MAX and age + self._last_s <= HOLD_S
+
+    def hold(self) -> None:
+        """Keep what is held for now; the sender thread sends it at the deadline."""
+        with self._lock:
+            if self._deadline is None:
+                self._deadline = self._since + HOLD_S
+                self._lock.notify()
 
     def send(self) -> None:
+        with self._lock:
+            self._send()
+
+    def close(self) -> None:
+        with self._lock:
+            self._is_closed = True
+            self._send()
+            self._lock.notify()
+
+    def _send(self) -> None:
+        self._deadline = None
         if self._frames:
             frames, self._frames = self._frames, []
             self._channel.send_all(frames)
+
+    def _send_late(self) -> None:
+        with self._lock:
+            while not self._is_closed:
+                if self._deadline is None:
+                    self._lock.wait()
+                    continue
+                left = self._deadline - time.monotonic()
+                if left > 0:
+                    self._lock.wait(left)
+                    continue
+                try:
+                    self._send()
+                except OSError:
+                    return  # the agent is gone; the main loop finds out on its own
 
 
 def run_work(loader: HandlerLoader, work: Work, max_memory_mb: int | None) -> Outcome:
