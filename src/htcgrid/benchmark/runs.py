@@ -237,8 +237,11 @@ def percentiles(latencies_s: list[float]) -> dict[str, float]:
     return {"p50_ms": rank(50), "p99_ms": rank(99)}
 
 
-def executor_pid(_: object) -> int:
-    """Warm-up task: which executor process ran it."""
+def executor_pid(sleep_s: object) -> int:
+    """Warm-up task: which executor process ran it (after sleeping ``sleep_s``, if a number:
+    slow tasks are spread over every worker instead of claimed by the first in one batch)."""
+    if isinstance(sleep_s, float):
+        time.sleep(sleep_s)
     return os.getpid()
 
 
@@ -262,7 +265,10 @@ def warm_up(grid: htcgrid.Grid, executors: int | None, timeout_s: float = 60.0) 
             if executors is None and quiet >= 3:
                 break
             before = len(seen)
-            futures = session.submit_many(executor_pid, range(per_round))
+            # workers whose number is unknown get 20 ms tasks: a worker queues only a few
+            # of those, so every worker gets some; a known number gets instant ones
+            inputs = range(per_round) if executors else [0.02] * per_round
+            futures = session.submit_many(executor_pid, inputs)
             seen.update(f.result(timeout=timeout_s) for f in futures)
             quiet = quiet + 1 if len(seen) == before else 0
             rounds += 1

@@ -5,6 +5,9 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import threading
+import time
+from collections.abc import Callable
+from concurrent.futures._base import CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED, RUNNING
 from typing import Any
 
 from htcgrid.backends.base import ClientStore
@@ -14,17 +17,57 @@ from htcgrid.core.model import TaskRecord
 
 log = logging.getLogger(__name__)
 
+_RUNNING: str = RUNNING
+_FINISHED: str = FINISHED
+_CANCELLED = frozenset({CANCELLED, CANCELLED_AND_NOTIFIED})
+
 
 class TaskFuture(concurrent.futures.Future[Any]):
-    """A :class:`concurrent.futures.Future` for one task, named by its stable ``task_id``."""
+    """A :class:`concurrent.futures.Future` for one task, named by its stable ``task_id``.
 
-    def __init__(self, task_id: str) -> None:
-        super().__init__()
+    The futures of one session share one condition (``Future`` makes one per future: a lock
+    and a condition per task, a tenth of a client's CPU per no-op task), so waiting loops
+    until its own future is done: a wake-up may be for another task.
+    """
+
+    def __init__(self, task_id: str, condition: threading.Condition | None = None) -> None:
+        # Future.__init__ would build a condition per future; the rest is the same state,
+        # already RUNNING: a submitted task is running as far as Future is concerned
+        self._condition = condition or threading.Condition()
+        self._state = _RUNNING
+        self._result: Any = None
+        self._exception: BaseException | None = None
+        self._waiters: list[Any] = []
+        self._done_callbacks: list[Callable[[concurrent.futures.Future[Any]], object]] = []
         self.task_id = task_id
-        self.set_running_or_notify_cancel()  # submitted tasks are running as far as Future goes
 
     def __repr__(self) -> str:
         return f"<TaskFuture {self.task_id} {self._state.lower()}>"
+
+    def result(self, timeout: float | None = None) -> Any:
+        """The task's value, or raise its exception (TimeoutError after ``timeout``)."""
+        self._wait_done(timeout)
+        if self._exception is not None:
+            raise self._exception
+        return self._result
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        """The task's exception, or None if it succeeded (TimeoutError after ``timeout``)."""
+        self._wait_done(timeout)
+        return self._exception
+
+    def _wait_done(self, timeout: float | None) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._condition:
+            while True:
+                if self._state in _CANCELLED:
+                    raise concurrent.futures.CancelledError()
+                if self._state == _FINISHED:
+                    return
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise TimeoutError()
+                self._condition.wait(left)
 
 
 class Collector:
@@ -40,6 +83,8 @@ class Collector:
         self.session_id = session_id
         self.page = page
         self.lock = threading.Lock()
+        #: shared by the session's futures (see TaskFuture)
+        self.condition = threading.Condition()
         self._futures: dict[str, TaskFuture] = {}
         self._cursor = 0
         self._is_caught_up = False  # the last page was short: nothing more was finished

@@ -123,7 +123,8 @@ class Session:
                 lambda: self.backend.submit(self.session_id, tasks, time.time(), batch_key=key),
                 f"submit to {self.session_id}",
             )
-            futures = [TaskFuture(tid) for tid in ids]
+            condition = self._collector.condition
+            futures = [TaskFuture(tid, condition) for tid in ids]
             self._collector.register(futures)
         return futures
 
