@@ -79,6 +79,30 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+class _TaskIds:
+    """Splits the task ids of one call into (session id, index as text), checking each
+    distinct session id once: a batch's ids almost all share one session, and the index is
+    sent to the scripts as text, as they use it (a hash field, a ZSET member)."""
+
+    __slots__ = ("_sessions",)
+
+    def __init__(self) -> None:
+        self._sessions: set[str] = set()
+
+    def split(self, tid: str) -> tuple[str, str]:
+        session_id, _, index = tid.rpartition(".")
+        if (
+            session_id in self._sessions
+            and index.isascii()
+            and index.isdecimal()
+            and (index[0] != "0" or index == "0")
+        ):
+            return session_id, index
+        session_id, number = split_task_id(tid)  # checks it, or raises InvalidInput
+        self._sessions.add(session_id)
+        return session_id, str(number)
+
+
 def _counts(values: Sequence[Any]) -> Counts:
     pending, running, succeeded, failed, cancelled = (int(v) for v in values)
     return Counts(
@@ -101,10 +125,10 @@ class RedisBackend:
         self._keys = StoreKeys(prefix)
         self._blobs = RedisBlobStore(self._link, self._keys)
         self._encoder = msgspec.msgpack.Encoder()
+        self._spec_decoder = msgspec.msgpack.Decoder(SessionSpec)
         self._state_decoder = msgspec.msgpack.Decoder(State)
         self._input_decoder = msgspec.msgpack.Decoder(Input)
         self._outcome_decoder = msgspec.msgpack.Decoder(Outcome)
-        self._spec_decoder = msgspec.msgpack.Decoder(SessionSpec)
         self._specs: dict[bytes, SessionSpec] = {}
         self._readiness = Readiness(self._link, self._keys)
         # not repeated: a wrong URL (a TLS port, a firewalled host) should fail fast
@@ -187,16 +211,24 @@ class RedisBackend:
         # every batch carries a key, so a submit repeated after a lost answer adds nothing
         field = f"u:{batch_key}" if batch_key is not None else f"a:{uuid.uuid4().hex}"
         encode = self._encoder.encode
-        initial: dict[Codec, bytes] = {}
-        for t in tasks:
-            if t.codec not in initial:
-                initial[t.codec] = encode(State(0, 0, "", 0.0, 0.0, 0, 0, 0, now, 0.0, 0, t.codec))
-        args: list[Any] = [field, len(tasks)]
-        args += [
+        inputs = [
             encode(Input(t.handler, t.codec, t.payload, t.payload_ref, t.timeout_s)) for t in tasks
         ]
-        args += [initial[t.codec] for t in tasks]
-        calls: list[Eval | Cmd] = [Eval(SUBMIT, k.submit_keys(), args)]
+        # one initial state per codec of the batch, sent once; each task names its own
+        slots: dict[Codec, int] = {}
+        for t in tasks:
+            slots.setdefault(t.codec, len(slots) + 1)
+        states = [encode(State(0, 0, "", 0.0, 0.0, 0, 0, 0, now, 0.0, 0, codec)) for codec in slots]
+        head = encode(
+            [
+                field,
+                [len(b) for b in states],
+                [len(b) for b in inputs],
+                [slots[t.codec] for t in tasks] if len(slots) > 1 else None,
+            ]
+        )
+        data = b"".join(states) + b"".join(inputs)
+        calls: list[Eval | Cmd] = [Eval(SUBMIT, k.submit_keys(), [head, data])]
         if tasks:
             calls += self._readiness.mark([session_id])
         reply = self._link.safely(lambda: self._link.run(calls))[0]
@@ -221,18 +253,24 @@ class RedisBackend:
         self, worker_id: str, leases: Sequence[LeaseKey], lease_ttl_s: float, now: float
     ) -> list[bool]:
         groups: dict[str, list[int]] = {}
-        args: dict[str, list[Any]] = {}
+        rows: dict[str, list[Any]] = {}
+        split = _TaskIds().split
         for pos, lease in enumerate(leases):
-            session_id, index = split_task_id(lease.task_id)
-            groups.setdefault(session_id, []).append(pos)
-            args.setdefault(session_id, [0, worker_id]).extend((index, lease.attempt))
+            session_id, index = split(lease.task_id)
+            if session_id not in groups:
+                groups[session_id] = []
+                rows[session_id] = []
+            groups[session_id].append(pos)
+            rows[session_id] += (index, lease.attempt)
         clock = drifting(now)
+        encode = self._encoder.encode
 
         def extend() -> list[Any]:  # idempotent; a late try extends from when it runs
-            expiry = _num(clock() + lease_ttl_s)
-            for a in args.values():
-                a[0] = expiry
-            calls = [Eval(RENEW, self._keys.session(s).renew_keys(), args[s]) for s in groups]
+            expiry = clock() + lease_ttl_s
+            calls = [
+                Eval(RENEW, self._keys.session(s).renew_keys(), [encode([expiry, worker_id, r])])
+                for s, r in rows.items()
+            ]
             return self._link.run(calls)
 
         replies = self._link.safely(extend)
@@ -394,6 +432,40 @@ class RedisBackend:
         session_ids = self._readiness.ready()
         if not session_ids:
             return []
+        drained: list[str] = []
+        if len(session_ids) == 1:
+            # fair share has nothing to split: skip the candidate read (a round trip) and
+            # let the script take up to max_tasks, as plan_claim would have planned
+            plan = [(session_ids[0], max_tasks)]
+        else:
+            plan = self._plan(session_ids, max_tasks, now, drained)
+        expiry = _num(now + lease_ttl_s)
+        claim_calls: list[Eval | Cmd] = []
+        for s, n in plan:
+            k = self._keys.session(s)
+            claim_calls.append(Eval(CLAIM, k.claim_keys(), [n, worker_id, expiry, _num(now)]))
+        claims: list[Claim] = []
+        for (s, _), reply in zip(plan, self._link.run(claim_calls), strict=True):
+            # drained (no pending task left) or deleted since the plan: out of the ready set
+            if (not reply or reply[1] == 0) and s not in drained:
+                drained.append(s)
+            if not reply:
+                continue
+            if len(reply) > 2:
+                spec = self._spec(reply[0])
+                claims += (
+                    self._claim_of(s, spec, reply[j], reply[j + 1], reply[j + 2])
+                    for j in range(2, len(reply), 3)
+                )
+        if drained:
+            self._readiness.drop(drained)
+        return claims
+
+    def _plan(
+        self, session_ids: list[str], max_tasks: int, now: float, drained: list[str]
+    ) -> list[tuple[str, int]]:
+        """Split a claim between ready sessions by fair share, from a read of each one's
+        priority, last service and claimable count; collect the drained ones in ``drained``."""
         calls: list[Eval | Cmd] = []
         for s in session_ids:
             k = self._keys.session(s)
@@ -402,29 +474,13 @@ class RedisBackend:
             calls.append(Cmd("ZCOUNT", k.delayed, "-inf", _num(now)))
         replies = self._link.run(calls)
         candidates: list[Candidate] = []
-        drained: list[str] = []
         for j, s in enumerate(session_ids):
             (priority, last_served, n_pending), n_ready, n_due = replies[3 * j : 3 * j + 3]
             if not n_pending or int(n_pending) == 0:
                 drained.append(s)
             elif n_ready + n_due > 0:
                 candidates.append(Candidate(s, int(priority), n_ready + n_due, float(last_served)))
-        if drained:
-            self._readiness.drop(drained)
-        plan = plan_claim(candidates, max_tasks)
-        expiry = _num(now + lease_ttl_s)
-        claim_calls: list[Eval | Cmd] = []
-        for s, n in plan:
-            k = self._keys.session(s)
-            claim_calls.append(Eval(CLAIM, k.claim_keys(), [n, worker_id, expiry, _num(now)]))
-        claims: list[Claim] = []
-        for (s, _), reply in zip(plan, self._link.run(claim_calls), strict=True):
-            if not reply:
-                continue  # the session was deleted since the plan
-            spec = self._spec(reply[0])
-            for j in range(1, len(reply), 3):
-                claims.append(self._claim_of(s, spec, reply[j], reply[j + 1], reply[j + 2]))
-        return claims
+        return plan_claim(candidates, max_tasks)
 
     def _claim_of(
         self, session_id: str, spec: SessionSpec, index: bytes, state: bytes, data: bytes
@@ -432,7 +488,17 @@ class RedisBackend:
         s = self._state_decoder.decode(state)
         task = self._input_decoder.decode(data)
         return Claim(
-            lease=self._lease(session_id, index.decode(), s, spec),
+            lease=Lease(
+                task_id=f"{session_id}.{index.decode()}",
+                worker_id=s.worker_id,
+                attempt=s.attempt,
+                lease_expiry=s.lease_expiry,
+                max_attempts=spec.max_attempts,
+                retry_backoff_s=spec.retry_backoff_s,
+                n_errors=s.n_errors,
+                n_timeouts=s.n_timeouts,
+                n_lost=s.n_lost,
+            ),
             session_id=session_id,
             handler=task.handler,
             codec=task.codec,
@@ -447,28 +513,38 @@ class RedisBackend:
         for c in completions:  # a bad state is a caller bug: refuse the batch before writing
             check_transition(TaskState.RUNNING, c.state)
         groups: dict[str, list[int]] = {}
-        args: dict[str, list[Any]] = {}
+        rows: dict[str, list[Any]] = {}
+        outcomes: dict[str, list[bytes]] = {}
         retried: list[str] = []
-        head = [_num(now), "1" if require_expired else "0"]
+        split = _TaskIds().split
+        encode = self._encoder.encode
         for pos, c in enumerate(completions):
-            session_id, index = split_task_id(c.task_id)
-            groups.setdefault(session_id, []).append(pos)
-            counter = 0 if c.failure is None else COUNTER_POSITION[c.failure]
-            outcome = self._encoder.encode(Outcome(c.result, c.result_ref, c.error))
-            row = (
+            session_id, index = split(c.task_id)
+            if session_id not in groups:
+                groups[session_id] = []
+                rows[session_id] = []
+                outcomes[session_id] = []
+            groups[session_id].append(pos)
+            outcome = encode(Outcome(c.result, c.result_ref, c.error))
+            outcomes[session_id].append(outcome)
+            rows[session_id] += (
                 index,
                 c.worker_id,
                 c.attempt,
                 int(c.state),
-                counter,
-                _num(c.not_before),
-                outcome,
+                0 if c.failure is None else COUNTER_POSITION[c.failure],
+                c.not_before,
+                len(outcome),
             )
-            args.setdefault(session_id, list(head)).extend(row)
             if c.state is TaskState.PENDING and session_id not in retried:
                 retried.append(session_id)
         calls: list[Eval | Cmd] = [
-            Eval(END_ATTEMPTS, self._keys.session(s).transition_keys(), args[s]) for s in groups
+            Eval(
+                END_ATTEMPTS,
+                self._keys.session(s).transition_keys(),
+                [encode([now, require_expired, r]), b"".join(outcomes[s])],
+            )
+            for s, r in rows.items()
         ]
         if retried:
             calls += self._readiness.mark(retried)
@@ -483,7 +559,7 @@ class RedisBackend:
         flags = [False] * n
         for positions, reply in zip(groups.values(), replies[: len(groups)], strict=True):
             for pos, flag in zip(positions, reply, strict=True):
-                flags[pos] = bool(flag)
+                flags[pos] = flag == 1
         return flags
 
     def _lease(self, session_id: str, index: str, s: State, spec: SessionSpec) -> Lease:

@@ -18,7 +18,7 @@ These are hints, kept outside the scripts so no script touches two Cluster slots
 from __future__ import annotations
 
 import time
-from typing import Any, cast
+from typing import Any
 
 from htcgrid.backends.redis.link import Cmd, Eval, Link
 from htcgrid.backends.redis.schema import SessionKeys, StoreKeys
@@ -47,7 +47,7 @@ class Readiness:
 
     def session_ids(self) -> list[str]:
         """Every registered session id, oldest first."""
-        members = cast(list[bytes], self._link.client.zrange(self._keys.sessions, 0, -1))
+        members = self._link.run([Cmd("ZRANGE", self._keys.sessions, 0, -1)])[0]
         return [m.decode() for m in members]
 
     def mark(self, session_ids: list[str]) -> list[Eval | Cmd]:
@@ -63,7 +63,7 @@ class Readiness:
         if time.monotonic() >= self._next_heal:
             self._next_heal = time.monotonic() + HEAL_INTERVAL_S
             self._add_pending(self.session_ids())
-        return [_text(s) for s in self._link.client.smembers(self._keys.ready)]
+        return self._ready_ids()
 
     def drop(self, session_ids: list[str]) -> None:
         """Take drained sessions out of the hint, then put back any that got tasks meanwhile
@@ -74,10 +74,17 @@ class Readiness:
     def wait_for_work(self, deadline: float) -> None:
         """Block until a ready session has claimable tasks, a token arrives, the earliest
         delayed retry is due, or ``deadline`` (monotonic) passes."""
-        last = cast(list[Any], self._link.client.xrevrange(self._keys.work, count=1))
-        last_id = last[0][0] if last else b"0-0"  # read first: a later submit is not missed
+        # the stream's last ID is read first (the server runs a pipeline in order), so a
+        # submit after the ready sessions are checked is not missed
+        last, ready = self._link.run(
+            [
+                Cmd("XREVRANGE", self._keys.work, "+", "-", "COUNT", 1),
+                Cmd("SMEMBERS", self._keys.ready),
+            ]
+        )
+        last_id = last[0][0] if last else b"0-0"
         calls: list[Eval | Cmd] = []
-        for session_id in [_text(s) for s in self._link.client.smembers(self._keys.ready)]:
+        for session_id in [_text(s) for s in ready]:
             k = self._keys.session(session_id)
             calls += [Cmd("ZCARD", k.pending), Cmd("ZRANGE", k.delayed, 0, 0, "WITHSCORES")]
         replies = self._link.run(calls)
@@ -90,8 +97,11 @@ class Readiness:
 
     def wait_for_finished(self, k: SessionKeys, after: int, deadline: float) -> None:
         """Block until the session finished a task past ``after``, or ``deadline`` passes."""
-        if self._link.client.exists(k.meta):  # a missing session returns at once
+        if self._link.run([Cmd("EXISTS", k.meta)])[0]:  # a missing session returns at once
             self._block(k.events, f"{max(0, after)}-0", deadline)
+
+    def _ready_ids(self) -> list[str]:
+        return [_text(s) for s in self._link.run([Cmd("SMEMBERS", self._keys.ready)])[0]]
 
     def _add_pending(self, session_ids: list[str]) -> None:
         """Mark ready those of ``session_ids`` that have pending tasks."""
@@ -108,5 +118,6 @@ class Readiness:
         while (left := deadline - time.monotonic()) > 0:
             wait_s = left if step_s is None else min(left, step_s)
             block_ms = max(1, int(wait_s * 1000))
-            if self._link.client.xread({stream: after_id}, count=1, block=block_ms):
+            read = Cmd("XREAD", "COUNT", 1, "BLOCK", block_ms, "STREAMS", stream, after_id)
+            if self._link.run([read])[0]:
                 return

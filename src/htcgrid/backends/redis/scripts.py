@@ -6,9 +6,20 @@ array (see :class:`htcgrid.backends.redis.schema.TaskState`) that the scripts un
 and pack with Redis's bundled ``cmsgpack``; everything else they store is opaque bytes the
 Python side encoded.
 
-Numbers that must round-trip exactly (times) are passed through as the strings Python wrote
-(``repr(float)``) wherever they are stored as text, and only converted with ``tonumber`` to
-compare or to put into a task's msgpack state (a double, so exact too).
+The hot scripts (SUBMIT, CLAIM, END_ATTEMPTS, RENEW) take a batch as a fixed handful of
+arguments, not one argument per task and field: a msgpack *head* with the scalars of every
+task (unpacked with ``cmsgpack``, one C call) and, where the batch carries bytes, one *data*
+string of those bytes concatenated, cut with ``string.sub`` by the lengths in the head. Each
+argument costs the client (redis-py turns it into protocol, hiredis packs it) and the server
+(an object, then a Lua string) a fixed price, which per task and field was most of a small
+call's cost. Redis 7.0's ``cmsgpack`` cannot read msgpack's bin type, so bytes never go in a
+head. Replies stay flat arrays of the stored values: packing them into one string in Lua
+(``table.concat``) costs Redis about 1 µs per task, far more than it saves the client
+(hiredis turns a flat array into bytes objects in C).
+
+Times travel as msgpack doubles (or as the strings Python wrote, for the few scalar
+arguments), so they round-trip exactly into a task's msgpack state and into ZSET scores
+(Redis formats a Lua number argument with 17 significant digits).
 """
 
 from __future__ import annotations
@@ -39,8 +50,10 @@ local function call_chunked(cmd, key, args)
 end
 
 local function hmget(key, fields)
-  local out = {}
   local n = #fields
+  if n == 0 then return {} end
+  if n <= STEP then return redis.call('HMGET', key, unpack(fields)) end -- no copy
+  local out = {}
   local i = 1
   while i <= n do
     local j = math.min(i + STEP - 1, n)
@@ -122,29 +135,43 @@ return 1
 """,
 )
 
-#: KEYS meta, batches, input, state, pending; ARGV batch field, n, n inputs, n states.
+#: KEYS meta, batches, input, state, pending; ARGV head, data. head: msgpack [batch field,
+#: lengths of the initial states (one per codec in the batch), lengths of the n inputs, the
+#: 1-based state of each input or nil when there is one]; data: the states, then the inputs.
 #: {0, first} | {-1} no session | {-2, first, count} batch seen | {-3} cancelled.
 SUBMIT = Script(
     "submit",
     """
 local meta, batches, input, state, pending = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-if redis.call('EXISTS', meta) == 0 then return {-1} end
-local seen = redis.call('HGET', batches, ARGV[1])
+local head = cmsgpack.unpack(ARGV[1])
+local field, state_lens, input_lens, slots = head[1], head[2], head[3], head[4]
+local is_cancelled, next_index = unpack(redis.call('HMGET', meta, 'is_cancelled', 'next_index'))
+if not is_cancelled then return {-1} end
+local seen = redis.call('HGET', batches, field)
 if seen then
   local first, count = string.match(seen, '^(%d+):(%d+)$')
   return {-2, tonumber(first), tonumber(count)}
 end
-if redis.call('HGET', meta, 'is_cancelled') == '1' then return {-3} end
-local n = tonumber(ARGV[2])
-local first = tonumber(redis.call('HGET', meta, 'next_index'))
+if is_cancelled == '1' then return {-3} end
+local n = #input_lens
+local first = tonumber(next_index)
 if n > 0 then
+  local data = ARGV[2]
+  local pos = 1
+  local initial = {}
+  for c = 1, #state_lens do
+    initial[c] = string.sub(data, pos, pos + state_lens[c] - 1)
+    pos = pos + state_lens[c]
+  end
   local inputs, states, order = {}, {}, {}
   for k = 1, n do
     local i = first + k - 1
+    local len = input_lens[k]
     inputs[2 * k - 1] = i
-    inputs[2 * k] = ARGV[2 + k]
+    inputs[2 * k] = string.sub(data, pos, pos + len - 1)
+    pos = pos + len
     states[2 * k - 1] = i
-    states[2 * k] = ARGV[2 + n + k]
+    states[2 * k] = initial[slots and slots[k] or 1]
     order[2 * k - 1] = i
     order[2 * k] = i
   end
@@ -154,35 +181,40 @@ if n > 0 then
   redis.call('HINCRBY', meta, 'next_index', n)
   redis.call('HINCRBY', meta, 'n_pending', n)
 end
-redis.call('HSET', batches, ARGV[1], string.format('%d:%d', first, n))
+redis.call('HSET', batches, field, string.format('%d:%d', first, n))
 return {0, first}
 """,
 )
 
 #: KEYS meta, pending, delayed, state, input, leases; ARGV n, worker, expiry, now.
-#: {spec, index, state, input, index, state, input, ...}, or {} if the session is gone.
+#: {spec, n_pending left, index, state, input, index, state, input, ...}, or {} if the
+#: session is gone. A session being cancelled claims nothing; only a claim that took tasks
+#: counts as serving the session.
 CLAIM = Script(
     "claim",
     """
 local meta, pending, delayed, state, input, leases =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
-if redis.call('EXISTS', meta) == 0 then return {} end
-local out = {redis.call('HGET', meta, 'spec')}
-if redis.call('HGET', meta, 'is_cancelled') == '1' then return out end -- being cancelled
-redis.call('HSET', meta, 'last_served', ARGV[4])
+local spec, is_cancelled, left = unpack(redis.call('HMGET', meta, 'spec', 'is_cancelled',
+  'n_pending'))
+if not spec then return {} end
+left = tonumber(left)
+if is_cancelled == '1' or left == 0 then return {spec, left} end
 local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', ARGV[4], 'LIMIT', 0, STEP)
 if #due > 0 then
   call_chunked('ZADD', pending, pairs_of(false, false, due))
   call_chunked('ZREM', delayed, due)
 end
 local popped = redis.call('ZPOPMIN', pending, ARGV[1])
-if #popped == 0 then return out end
+if #popped == 0 then return {spec, left} end
+redis.call('HSET', meta, 'last_served', ARGV[4])
 local idx = {}
 for k = 1, #popped, 2 do idx[#idx + 1] = popped[k] end
 local states = hmget(state, idx)
 local inputs = hmget(input, idx)
 local expiry = tonumber(ARGV[3])
 local sets = {}
+local out = {spec, 0}
 for k, i in ipairs(idx) do
   local s = cmsgpack.unpack(states[k])
   s[ST] = RUNNING
@@ -198,50 +230,55 @@ for k, i in ipairs(idx) do
 end
 call_chunked('HSET', state, sets)
 call_chunked('ZADD', leases, pairs_of(lease_score(expiry), false, idx))
-redis.call('HINCRBY', meta, 'n_pending', -#idx)
+out[2] = redis.call('HINCRBY', meta, 'n_pending', -#idx)
 redis.call('HINCRBY', meta, 'n_running', #idx)
 return out
 """,
 )
 
-#: KEYS meta, state, outcome, pending, delayed, leases, done, events;
-#: ARGV now, require_expired (1/0), then per completion: index, worker, attempt, state,
-#: counter position (0 for none), not_before, outcome. {1|0 per completion}.
+#: KEYS meta, state, outcome, pending, delayed, leases, done, events; ARGV head, data.
+#: head: msgpack [now, require_expired, rows], rows flat, 7 per completion: index, worker,
+#: attempt, state, counter position (0 for none), not_before, length of its outcome;
+#: data: the outcomes (msgpack, stored as they are) concatenated.
+#: {1 (applied) or 0 (refused) per completion}.
 END_ATTEMPTS = Script(
     "end_attempts",
     """
 local meta, state, outcome, pending, delayed, leases, done, events =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
-local m = (#ARGV - 2) / 7
+local head = cmsgpack.unpack(ARGV[1])
+local now, require_expired, rows = head[1], head[2], head[3]
+local data = ARGV[2]
+local m = #rows / 7
 local accepted = {}
-if redis.call('EXISTS', meta) == 0 then
+local seq0 = tonumber(redis.call('HGET', meta, 'last_done_seq'))
+if not seq0 then
   for k = 1, m do accepted[k] = 0 end
   return accepted
 end
-local now = tonumber(ARGV[1])
-local require_expired = ARGV[2] == '1'
 local idx = {}
-for k = 1, m do idx[k] = ARGV[2 + 7 * (k - 1) + 1] end
+for k = 1, m do idx[k] = rows[7 * k - 6] end
 local raw = hmget(state, idx)
 local cur, dirty, order = {}, {}, {}
-local seq0 = tonumber(redis.call('HGET', meta, 'last_done_seq'))
 local seq = seq0
 local delta = {0, 0, 0, 0, 0}
 local outs, ended, to_pending, to_delayed, to_done = {}, {}, {}, {}, {}
+local pos = 1
 for k = 1, m do
-  local b = 2 + 7 * (k - 1)
-  local i = ARGV[b + 1]
+  local b = 7 * (k - 1)
+  local i = rows[b + 1]
+  local len = rows[b + 7]
   local s = cur[i]
   if s == nil and raw[k] then
     s = cmsgpack.unpack(raw[k])
     cur[i] = s
   end
-  local ok = s and s[ST] == RUNNING and s[WORKER] == ARGV[b + 2]
-    and s[ATT] == tonumber(ARGV[b + 3])
+  local ok = s and s[ST] == RUNNING and s[WORKER] == rows[b + 2]
+    and s[ATT] == rows[b + 3]
     and not (require_expired and s[EXPIRY] > now)
   if ok then
-    local dst = tonumber(ARGV[b + 4])
-    local counter = tonumber(ARGV[b + 5])
+    local dst = rows[b + 4]
+    local counter = rows[b + 5]
     if counter > 0 then s[counter] = s[counter] + 1 end
     s[ST] = dst
     s[WORKER] = ''
@@ -249,13 +286,13 @@ for k = 1, m do
     delta[RUNNING + 1] = delta[RUNNING + 1] - 1
     delta[dst + 1] = delta[dst + 1] + 1
     if dst == PENDING then
-      local nb = tonumber(ARGV[b + 6])
+      local nb = rows[b + 6]
       s[NB] = nb
       if nb <= now then
         to_pending[#to_pending + 1] = i
         to_pending[#to_pending + 1] = i
       else
-        to_delayed[#to_delayed + 1] = ARGV[b + 6]
+        to_delayed[#to_delayed + 1] = nb
         to_delayed[#to_delayed + 1] = i
       end
     else
@@ -266,7 +303,7 @@ for k = 1, m do
       to_done[#to_done + 1] = i
     end
     outs[#outs + 1] = i
-    outs[#outs + 1] = ARGV[b + 7]
+    outs[#outs + 1] = string.sub(data, pos, pos + len - 1)
     if not dirty[i] then
       dirty[i] = true
       order[#order + 1] = i
@@ -275,6 +312,7 @@ for k = 1, m do
   else
     accepted[k] = 0
   end
+  pos = pos + len
 end
 if #ended == 0 then return accepted end
 local sets = {}
@@ -300,21 +338,22 @@ return accepted
 """,
 )
 
-#: KEYS state, leases; ARGV expiry, worker, then per lease: index, attempt. {1|0 per lease}.
+#: KEYS state, leases; ARGV head: msgpack [expiry, worker, rows], rows flat, 2 per lease:
+#: index, attempt. {1 (extended) or 0 (lost) per lease}.
 RENEW = Script(
     "renew",
     """
 local state, leases = KEYS[1], KEYS[2]
-local m = (#ARGV - 2) / 2
+local head = cmsgpack.unpack(ARGV[1])
+local expiry, worker, rows = head[1], head[2], head[3]
+local m = #rows / 2
 local idx = {}
-for k = 1, m do idx[k] = ARGV[2 + 2 * k - 1] end
+for k = 1, m do idx[k] = rows[2 * k - 1] end
 local raw = hmget(state, idx)
-local expiry = tonumber(ARGV[1])
 local held, sets, order = {}, {}, {}
 for k = 1, m do
   local s = raw[k] and cmsgpack.unpack(raw[k])
-  if s and s[ST] == RUNNING and s[WORKER] == ARGV[2]
-      and s[ATT] == tonumber(ARGV[2 + 2 * k]) then
+  if s and s[ST] == RUNNING and s[WORKER] == worker and s[ATT] == rows[2 * k] then
     s[EXPIRY] = expiry
     sets[#sets + 1] = idx[k]
     sets[#sets + 1] = cmsgpack.pack(s)
