@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 from msgspec.structs import replace
 
 from htcgrid.backends.base import Backend, LeaseKey
@@ -20,6 +21,7 @@ from htcgrid.core.errors import InvalidInput
 from htcgrid.core.model import Codec, Counts, FailureKind, NewTask, SessionSpec
 from htcgrid.core.states import TaskState
 from tests.stores import open_store
+from tests.stores.redis import server_url
 
 from .helpers import HANDLER, T0, TTL, error, fail, new_tasks, open_session, succeed
 
@@ -129,3 +131,21 @@ def test_a_failure_counts_on_its_own_counter(backend: Backend) -> None:
     [record] = backend.tasks(ids)
     assert (record.n_timeouts, record.n_errors, record.n_lost) == (1, 1, 0)
     assert record.error == error()
+
+
+def test_a_flushed_script_cache_is_reloaded_and_only_the_failed_calls_resent(
+    backend: Backend,
+) -> None:
+    """The server forgets scripts on a restart or SCRIPT FLUSH: the batch's error replies
+    (NOSCRIPT) come back in their places, the scripts are loaded and those calls resent."""
+    open_session(backend, "a", n=2)
+    open_session(backend, "b", n=2)
+    with redis.Redis.from_url(server_url()) as admin:
+        admin.script_flush()
+    claims = backend.claim("w", 4, TTL, T0)  # one CLAIM per session, in one batch
+    assert len(claims) == 4
+    with redis.Redis.from_url(server_url()) as admin:
+        admin.script_flush()
+    assert backend.complete([succeed(c) for c in claims], T0 + 1) == [True] * 4
+    assert backend.counts("a") == Counts(succeeded=2)
+    assert backend.counts("b") == Counts(succeeded=2)
