@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from htcgrid.backends.base import drifting
 from htcgrid.core.model import Completion, ErrorInfo, FailureKind, Lease
 from htcgrid.core.retry import (
     MAX_BACKOFF_S,
@@ -193,3 +196,11 @@ def test_a_lost_lease_is_retried_like_any_failure() -> None:
     lease = make_lease(attempt=1, max_attempts=2, retry_backoff_s=3.0)
     c = decide_failure(lease, lost_error(lease), NOW)
     assert (c.state, c.failure, c.not_before) == (TaskState.PENDING, FailureKind.LOST, NOW + 3.0)
+
+
+def test_a_drifting_clock_counts_from_when_the_operation_began() -> None:
+    clock = drifting(1000.0)
+    time.sleep(0.05)  # e.g. a first read that waited out a broken link
+    first = clock()
+    assert first >= 1000.05  # a lease granted now is measured from now, not from the call
+    assert clock() >= first

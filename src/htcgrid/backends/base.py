@@ -46,16 +46,14 @@ class LeaseKey:
 
 
 def drifting(now: float) -> Callable[[], float]:
-    """A clock for one operation that a backend may retry after reconnecting: the first try
-    sees the caller's ``now``, a later try ``now`` plus the time gone since the first, so a
-    lease granted on a late try is measured from when it is granted (not born expired)."""
-    started: list[float] = []
+    """A clock for one operation that a backend may retry after reconnecting: the caller's
+    ``now`` plus the time gone since the operation began (the clock was made), so a lease
+    granted on a late try, or after a read that waited out a broken link, is measured from
+    when it is granted (not born expired)."""
+    began = time.monotonic()
 
     def clock() -> float:
-        if not started:
-            started.append(time.monotonic())
-            return now
-        return now + (time.monotonic() - started[0])
+        return now + (time.monotonic() - began)
 
     return clock
 

@@ -13,6 +13,7 @@ and never wait for them.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -57,6 +58,17 @@ _PENDING, _RUNNING = int(TaskState.PENDING), int(TaskState.RUNNING)
 _MAX_BIGINT = (1 << 63) - 1
 _NEVER = float("inf")
 _CHANGED_UNDER_LOCK = "tasks changed under their locks (a bug); nothing was applied"
+
+
+log = logging.getLogger(__name__)
+
+#: A claim answered after this fraction of the lease TTL is rolled back and made again.
+_LATE_CLAIM = 0.25
+_LATE_CLAIM_TRIES = 3
+
+
+class _LateClaim(Exception):
+    """A claim's answer came so late that its leases may be expired when committed."""
 
 
 class PostgresBackend:
@@ -196,6 +208,7 @@ class PostgresBackend:
     def claim(self, worker_id: str, max_tasks: int, lease_ttl_s: float, now: float) -> list[Claim]:
         if max_tasks <= 0:
             return []
+        clock = drifting(now)  # before the first read: it may wait out a broken link
         rows = self._db.read(lambda conn: conn.execute(self._sql.claim_candidates).fetchall())
         names = {sid: session_id for sid, session_id, *_ in rows}
         sids = {session_id: sid for sid, session_id, *_ in rows}
@@ -203,12 +216,10 @@ class PostgresBackend:
         if not plan:
             return []
         planned = [sids[session_id] for session_id, _ in plan]
-        clock = drifting(now)
         expiry = now + lease_ttl_s
 
         def take(conn: Conn) -> tuple[dict[int, bytes], list[tuple[Any, ...]]]:
             nonlocal expiry
-            expiry = clock() + lease_ttl_s  # a retried transaction grants a full lease
             locked = conn.execute(self._sql.claim_lock, [sorted(planned)]).fetchall()
             specs: dict[int, bytes] = {sid: spec for sid, spec, *_ in locked}
             bounds = {sid: (first, holes, end) for sid, _, first, holes, end in locked}
@@ -216,6 +227,8 @@ class PostgresBackend:
             if not live:
                 return specs, []
             windows = [fresh_window(sid, n, *bounds[sid]) for sid, n in live]
+            sent = time.monotonic()
+            expiry = clock() + lease_ttl_s  # counted from now: a replay grants a full lease
             params = {
                 "sids": [sid for sid, _ in live],
                 "ns": [n for _, n in live],
@@ -225,9 +238,22 @@ class PostgresBackend:
                 "worker_id": worker_id,
                 "expiry": expiry,
             }
-            return specs, conn.execute(self._sql.claim_take, params, binary=True).fetchall()
+            taken = conn.execute(self._sql.claim_take, params, binary=True).fetchall()
+            if taken and time.monotonic() - sent > lease_ttl_s * _LATE_CLAIM:
+                raise _LateClaim  # roll back: these leases have been running out all along
+            return specs, taken
 
-        spec_bytes, taken = self._db.transaction(take, is_timely=True)
+        # The leases count from when the take was sent. A take held up by a broken link
+        # reaches the server when the link comes back, seconds later; its answer is late
+        # too, and the transaction is rolled back (not committed) and the claim made afresh.
+        for _ in range(_LATE_CLAIM_TRIES):
+            try:
+                spec_bytes, taken = self._db.transaction(take, is_timely=True)
+                break
+            except _LateClaim:
+                log.info("a claim was answered late; it was rolled back and is made again")
+        else:
+            raise BackendUnavailable(f"the store {self.url} answers claims too late to lease")
         order = {sid: i for i, sid in enumerate(planned)}
         taken.sort(key=lambda row: (order[row[0]], row[1]))  # plan order, then oldest first
         specs = {sid: self._spec_decoder.decode(spec) for sid, spec in spec_bytes.items()}
