@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from htcgrid.backends.base import drifting
+from htcgrid.backends.base import DRIFT_AFTER_S, drifting
 from htcgrid.core.model import Completion, ErrorInfo, FailureKind, Lease
 from htcgrid.core.retry import (
     MAX_BACKOFF_S,
@@ -200,7 +200,8 @@ def test_a_lost_lease_is_retried_like_any_failure() -> None:
 
 def test_a_drifting_clock_counts_from_when_the_operation_began() -> None:
     clock = drifting(1000.0)
-    time.sleep(0.05)  # e.g. a first read that waited out a broken link
+    assert clock() == 1000.0  # a prompt operation keeps the caller's time exactly
+    time.sleep(DRIFT_AFTER_S + 0.05)  # e.g. a first read that waited out a broken link
     first = clock()
-    assert first >= 1000.05  # a lease granted now is measured from now, not from the call
+    assert first >= 1000.0 + DRIFT_AFTER_S + 0.05  # a lease granted now counts from now
     assert clock() >= first

@@ -45,15 +45,21 @@ class LeaseKey:
     attempt: int
 
 
+#: How long an operation may take before :func:`drifting` moves its clock on.
+DRIFT_AFTER_S = 0.1
+
+
 def drifting(now: float) -> Callable[[], float]:
     """A clock for one operation that a backend may retry after reconnecting: the caller's
-    ``now`` plus the time gone since the operation began (the clock was made), so a lease
-    granted on a late try, or after a read that waited out a broken link, is measured from
-    when it is granted (not born expired)."""
+    ``now`` while the operation is young, then ``now`` plus the time gone since it began
+    (the clock was made), so a lease granted on a late try, or after a read that waited out
+    a broken link, is measured from when it is granted (not born expired). Within the first
+    DRIFT_AFTER_S the caller's ``now`` is kept exactly, as it would be without a retry."""
     began = time.monotonic()
 
     def clock() -> float:
-        return now + (time.monotonic() - began)
+        gone = time.monotonic() - began
+        return now if gone < DRIFT_AFTER_S else now + gone
 
     return clock
 
