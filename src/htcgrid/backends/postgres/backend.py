@@ -24,7 +24,6 @@ from htcgrid.backends import rows as convert
 from htcgrid.backends.base import Capabilities, LeaseKey, check_batch_size, drifting
 from htcgrid.backends.blobs import GridBlobStore
 from htcgrid.core.errors import BackendUnavailable, InvalidInput, NotFound
-from htcgrid.core.fairshare import Candidate, plan_claim
 from htcgrid.core.ids import check_session_id, task_id
 from htcgrid.core.model import (
     Claim,
@@ -41,16 +40,9 @@ from htcgrid.core.states import TaskState, check_transition
 
 from .address import Address
 from .blobs import PostgresBlobStore
-from .changes import Outcomes, Tally, counter_params
+from .changes import Attempts, Tally, counter_params
 from .connections import Conn, Connections
-from .keys import (
-    MAX_INDEX,
-    fresh_window,
-    index_of,
-    key_range,
-    parse_task_id,
-    task_key,
-)
+from .keys import MAX_INDEX, index_of, key_range, parse_task_id, task_key
 from .queries import Sql
 from .schema import migrate
 
@@ -208,56 +200,40 @@ class PostgresBackend:
     def claim(self, worker_id: str, max_tasks: int, lease_ttl_s: float, now: float) -> list[Claim]:
         if max_tasks <= 0:
             return []
-        clock = drifting(now)  # before the first read: it may wait out a broken link
-        rows = self._db.read(lambda conn: conn.execute(self._sql.claim_candidates).fetchall())
-        names = {sid: session_id for sid, session_id, *_ in rows}
-        sids = {session_id: sid for sid, session_id, *_ in rows}
-        plan = plan_claim([Candidate(*row[1:]) for row in rows], max_tasks)
-        if not plan:
-            return []
-        planned = [sids[session_id] for session_id, _ in plan]
+        clock = drifting(now)
         expiry = now + lease_ttl_s
+        params: dict[str, Any] = {"worker_id": worker_id, "max_tasks": max_tasks, "now": now}
 
-        def take(conn: Conn) -> tuple[dict[int, bytes], list[tuple[Any, ...]]]:
+        def take(conn: Conn) -> list[tuple[Any, ...]]:
             nonlocal expiry
-            locked = conn.execute(self._sql.claim_lock, [sorted(planned)]).fetchall()
-            specs: dict[int, bytes] = {sid: spec for sid, spec, *_ in locked}
-            bounds = {sid: (first, holes, end) for sid, _, first, holes, end in locked}
-            live = [(sids[s], n) for s, n in plan if sids[s] in specs]  # not deleted since
-            if not live:
-                return specs, []
-            windows = [fresh_window(sid, n, *bounds[sid]) for sid, n in live]
             sent = time.monotonic()
             expiry = clock() + lease_ttl_s  # counted from now: a replay grants a full lease
-            params = {
-                "sids": [sid for sid, _ in live],
-                "ns": [n for _, n in live],
-                "firsts": [w[0] for w in windows],
-                "lasts": [w[1] for w in windows],
-                "now": now,
-                "worker_id": worker_id,
-                "expiry": expiry,
-            }
-            taken = conn.execute(self._sql.claim_take, params, binary=True).fetchall()
-            if taken and time.monotonic() - sent > lease_ttl_s * _LATE_CLAIM:
+            params["expiry"] = expiry
+            rows = conn.execute(self._sql.claim, params, binary=True).fetchall()
+            if rows and time.monotonic() - sent > lease_ttl_s * _LATE_CLAIM:
                 raise _LateClaim  # roll back: these leases have been running out all along
-            return specs, taken
+            return rows
 
-        # The leases count from when the take was sent. A take held up by a broken link
-        # reaches the server when the link comes back, seconds later; its answer is late
-        # too, and the transaction is rolled back (not committed) and the claim made afresh.
+        # One statement (claim_tasks plans, locks and takes in the server), in a transaction
+        # all the same: a statement held up by a broken link reaches the server when the link
+        # comes back, seconds later, with leases counted from when it was sent. Its answer is
+        # late too, and the transaction is rolled back (never committed) and the claim made
+        # afresh; a break before COMMIT is replayed at once, if at all.
         for _ in range(_LATE_CLAIM_TRIES):
             try:
-                spec_bytes, taken = self._db.transaction(take, is_timely=True)
+                rows = self._db.transaction(take, is_timely=True)
                 break
             except _LateClaim:
                 log.info("a claim was answered late; it was rolled back and is made again")
         else:
             raise BackendUnavailable(f"the store {self.url} answers claims too late to lease")
-        order = {sid: i for i, sid in enumerate(planned)}
-        taken.sort(key=lambda row: (order[row[0]], row[1]))  # plan order, then oldest first
-        specs = {sid: self._spec_decoder.decode(spec) for sid, spec in spec_bytes.items()}
-        return [self._claim(names[row[0]], specs[row[0]], row, worker_id, expiry) for row in taken]
+        specs: dict[str, SessionSpec] = {}
+        claims = []
+        for session_id, spec, *task in rows:  # plan order, then oldest first
+            if spec is not None:  # on the first row of each session
+                specs[session_id] = self._spec_decoder.decode(spec)
+            claims.append(convert.claim(session_id, specs[session_id], task, worker_id, expiry))
+        return claims
 
     def renew(
         self, worker_id: str, leases: Sequence[LeaseKey], lease_ttl_s: float, now: float
@@ -375,54 +351,34 @@ class PostgresBackend:
     def _end_attempts(
         self, completions: Sequence[Completion], now: float, max_expiry: float
     ) -> list[bool]:
-        """Apply completions fenced by (worker, attempt) and, for the reaper, by expiry."""
+        """Apply completions fenced by (worker, attempt) and, for the reaper, by expiry, in
+        one statement (the end_attempts function locks, checks and writes in the server)."""
         for c in completions:  # a bad state is a caller bug: refuse the batch before writing
             check_transition(TaskState.RUNNING, c.state)
-        ids = [parse_task_id(c.task_id) for c in completions]
-        session_ids = sorted({i[0] for i in ids if i is not None})
-        if not session_ids:
-            return [False] * len(ids)
-
-        def apply(conn: Conn) -> list[bool]:
-            rows = conn.execute(self._sql.end_lock, [session_ids]).fetchall()
-            tallies = {session_id: Tally(sid, last) for sid, session_id, last in rows}
-            keys = [
-                None if i is None or i[0] not in tallies else task_key(tallies[i[0]].sid, i[1])
-                for i in ids
-            ]
-            wanted = sorted({k for k in keys if k is not None})
-            held: dict[int, tuple[str, int]] = {}  # key -> (worker, attempt), if it may end
-            for key, state, worker_id, attempt, expiry in conn.execute(
-                self._sql.lock_tasks, [wanted]
-            ):
-                if state == _RUNNING and expiry <= max_expiry:
-                    held[key] = (worker_id, attempt)
-            outcomes = Outcomes(self._encoder)
-            accepted = []
-            for c, i, key in zip(completions, ids, keys, strict=True):
-                is_held = key is not None and held.get(key) == (c.worker_id, c.attempt)
-                accepted.append(is_held)
-                if is_held and i is not None and key is not None:
-                    del held[key]  # the first valid completion wins
-                    outcomes.add(i[0], tallies[i[0]], key, c, now)
-            if any(accepted):
-                self._apply_outcomes(conn, outcomes, [t for t in tallies.values() if t.is_changed])
+        attempts = Attempts(self._encoder)
+        for position, c in enumerate(completions):
+            key = parse_task_id(c.task_id)
+            if key is not None:
+                attempts.add(position, key[0], key[1], c)
+        accepted = [False] * len(completions)
+        if not attempts.positions:
             return accepted
-
-        return self._db.transaction(apply)
-
-    def _apply_outcomes(self, conn: Conn, outcomes: Outcomes, tallies: list[Tally]) -> None:
         params = {
-            **outcomes.columns,
-            **counter_params(tallies),
-            "finished": sorted(outcomes.finished),
+            **attempts.columns,
+            "now": now,
+            "max_expiry": max_expiry,
             "finished_channel": self._finished_channel,
             "work_channel": self._work_channel,
-            "has_retry": outcomes.has_retry,
         }
-        row = conn.execute(self._sql.end_apply, params).fetchone()
-        if row is None or row[0] != len(outcomes):
-            raise BackendUnavailable(_CHANGED_UNDER_LOCK)  # rolls back; never expected
+
+        def end(conn: Conn) -> list[int]:
+            row = conn.execute(self._sql.end_attempts, params, binary=True).fetchone()
+            return [] if row is None else list(row[0])
+
+        # Not idempotent in its answer: a replay of an applied batch would be refused.
+        for n in self._db.statement(end, is_idempotent=False):
+            accepted[attempts.positions[n - 1]] = True
+        return accepted
 
     def _cancel_all(self, conn: Conn, session_id: str, now: float) -> int:
         """Close the session and cancel its pending and running tasks, numbering them in the
@@ -491,18 +447,6 @@ class PostgresBackend:
         if row is None or row[0] is None:
             return _NEVER
         return max(0.0, float(row[0]) - now)
-
-    def _claim(
-        self,
-        session_id: str,
-        spec: SessionSpec,
-        row: tuple[Any, ...],
-        worker_id: str,
-        expiry: float,
-    ) -> Claim:
-        _, key, attempt, n_errors, n_timeouts, n_lost, codec, handler, payload, ref, timeout_s = row
-        task = (key, attempt, n_errors, n_timeouts, n_lost, handler, codec, payload, ref, timeout_s)
-        return convert.claim(session_id, spec, task, worker_id, expiry)
 
     def _record(self, session_id: str, row: Sequence[Any]) -> TaskRecord:
         return convert.task_record(session_id, row)

@@ -1,5 +1,6 @@
-"""What one batch changes, gathered in Python and then written with one statement: each
-session's counter deltas and done sequence, and the columns of the accepted outcomes."""
+"""Batches laid out as the array parameters of one statement: the completions of a complete
+or expire, and what a cancel with task ids changes (each session's counter deltas and done
+sequence)."""
 
 from __future__ import annotations
 
@@ -11,16 +12,15 @@ import msgspec
 from htcgrid.core.model import Completion, FailureKind
 from htcgrid.core.states import TaskState
 
-_RUNNING = int(TaskState.RUNNING)
 _FAILURE_COLUMN = {  # which of n_errors, n_timeouts, n_lost a failure adds one to
     FailureKind.ERROR: 0,
     FailureKind.REFUSED: 0,
     FailureKind.TIMEOUT: 1,
     FailureKind.LOST: 2,
 }
-_OUTCOME_COLUMNS = (
-    *("keys", "states", "not_before", "finished_at", "done_seqs"),
-    *("results", "result_refs", "errors", "n_errors", "n_timeouts", "n_lost"),
+_ATTEMPT_COLUMNS = (
+    *("session_ids", "idxs", "worker_ids", "attempts", "states", "not_before"),
+    *("results", "result_refs", "errors", "failures"),
 )
 
 
@@ -58,40 +58,35 @@ def counter_params(tallies: Sequence[Tally]) -> dict[str, list[int]]:
     }
 
 
-class Outcomes:
-    """The accepted completions of one batch, as the array parameters of ``Sql.end_apply``."""
+class Attempts:
+    """The completions of one batch, as the array parameters of ``Sql.end_attempts``.
+
+    The server checks the fences, keeps the first valid completion per task and numbers the
+    finished ones; Python only lays the batch out in columns. ``positions`` maps each row
+    sent back to its place in the batch (ids that can name no task are never sent).
+    """
 
     def __init__(self, encoder: msgspec.msgpack.Encoder) -> None:
         self._encoder = encoder
-        self.columns: dict[str, list[Any]] = {name: [] for name in _OUTCOME_COLUMNS}
-        self.finished: set[str] = set()  # sessions with newly finished tasks
-        self.has_retry = False
+        self.columns: dict[str, list[Any]] = {name: [] for name in _ATTEMPT_COLUMNS}
+        self.positions: list[int] = []
 
-    def __len__(self) -> int:
-        return len(self.columns["keys"])
-
-    def add(self, session_id: str, tally: Tally, task_key: int, c: Completion, now: float) -> None:
-        """Record that ``c`` ends the attempt running task ``task_key`` of ``session_id``."""
-        is_done = c.state is not TaskState.PENDING
+    def add(self, position: int, session_id: str, index: int, c: Completion) -> None:
+        """Send ``c``, the ``position``-th completion of the batch, for task ``index`` of
+        ``session_id``."""
         is_success = c.state is TaskState.SUCCEEDED
-        failures = [0, 0, 0]
-        if c.failure is not None:
-            failures[_FAILURE_COLUMN[c.failure]] = 1
-        tally.move(_RUNNING, c.state)
         values = (
-            task_key,
+            session_id,
+            index,
+            c.worker_id,
+            c.attempt,
             int(c.state),
             float(c.not_before),  # binary arrays cannot mix ints and floats
-            float(now) if is_done else None,
-            tally.next_done_seq() if is_done else None,
             c.result if is_success else None,
             c.result_ref if is_success else None,
             None if c.error is None else self._encoder.encode(c.error),
-            *failures,
+            None if c.failure is None else _FAILURE_COLUMN[c.failure],
         )
         for column, value in zip(self.columns.values(), values, strict=True):
             column.append(value)
-        if is_done:
-            self.finished.add(session_id)
-        else:
-            self.has_retry = True
+        self.positions.append(position)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import random
+import select
 import threading
 import time
 import weakref
@@ -181,7 +182,10 @@ class Connections:
                 is_broken = self._abort(handle)
                 is_unapplied = is_idempotent or (in_transaction and not is_committing)
                 if not (is_broken and is_unapplied):
-                    raise BackendUnavailable(self._explain(exc, is_committing)) from exc
+                    # a lone statement commits as it runs: a break leaves it as unknown as a
+                    # break during COMMIT
+                    is_unknown = is_committing or (is_broken and not in_transaction)
+                    raise BackendUnavailable(self._explain(exc, is_unknown)) from exc
                 self._pause_or_raise(pauses, BackendUnavailable(self._explain(exc, False)))
             except psycopg.DataError as exc:
                 self._abort(handle)
@@ -203,11 +207,11 @@ class Connections:
             raise exc
         time.sleep(pause)
 
-    def _explain(self, exc: Exception, is_committing: bool) -> str:
-        if is_committing:
+    def _explain(self, exc: Exception, is_unknown: bool) -> str:
+        if is_unknown:
             return (
-                f"lost the store {self._shown} while committing; the change may or may not "
-                f"have been applied: {exc}"
+                f"lost the store {self._shown} before it confirmed the change; it may or may "
+                f"not have been applied: {exc}"
             )
         return f"cannot use the store {self._shown}: {exc}"
 
@@ -288,7 +292,9 @@ class Connections:
             raise BackendUnavailable(f"the store {self._shown} was closed")
         handle: _Handle | None = getattr(self._local, slot, None)
         if handle is not None and handle.pid == os.getpid() and not handle.conn.closed:
-            return handle
+            if slot == "listen" or not _spoke_unasked(handle.conn):
+                return handle
+            self._drop(handle)  # the server went away (a restart): nothing was sent on it
         if handle is not None and handle.pid != os.getpid():
             self._inherited.append(handle)  # never close it here: that would end the parent's
         handle = self._connect()
@@ -308,6 +314,11 @@ class Connections:
         conn.close()
         raise BackendUnavailable(f"the store {self._shown} was closed")
 
+    def _drop(self, handle: _Handle) -> None:
+        handle.conn.close()
+        with self._lock:
+            self._handles.discard(handle)
+
     def _abort(self, handle: _Handle) -> bool:
         """Roll back whatever the failed operation left open; drop the connection if it is
         broken, so the next call opens a new one. True if it was dropped."""
@@ -322,6 +333,17 @@ class Connections:
                 self._handles.discard(handle)
             return True
         return False
+
+
+def _spoke_unasked(conn: Conn) -> bool:
+    """True if the server sent something on this idle connection, which asked for nothing and
+    listens to no channel: in practice the notice of a server shutting down, or the end of
+    the stream. Checked before each operation (one poll, no round trip), it lets a connection
+    the server closed while idle be replaced before a statement is sent on it, so a
+    one-statement write whose connection broke can only have broken while it ran."""
+    poller = select.poll()
+    poller.register(conn.fileno(), select.POLLIN)
+    return bool(poller.poll(0))
 
 
 @contextmanager

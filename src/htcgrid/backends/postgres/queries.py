@@ -28,7 +28,7 @@ RECORD_COLUMNS = (
 )
 INDEX_MASK = 0xFFFFFFFF  # key & INDEX_MASK is the task's index in its session
 
-# Per-session counter deltas and the new last done_seq, shared by complete/expire and cancel.
+# Per-session counter deltas and the new last done_seq of a cancel with task ids.
 _COUNTS = """
     UPDATE {s}.sessions AS s
     SET n_pending = s.n_pending + d.pending, n_running = s.n_running + d.running,
@@ -111,68 +111,10 @@ class Sql:
         SELECT pg_notify(%(work_channel)s, '') WHERE %(n)s > 0"""
 
     # -- claim ----------------------------------------------------------------------------
-    claim_candidates: str = """
-        SELECT sid, session_id, priority, n_pending, last_served
-        FROM {s}.sessions WHERE has_pending"""
-    claim_lock: str = """
-        SELECT sid, spec, fresh_from, fresh_holes, next_index FROM {s}.sessions
-        WHERE sid = ANY(%b::bigint[]) ORDER BY sid FOR UPDATE"""
-    # The n oldest claimable tasks of each planned session: due retries (tasks_retrying)
-    # merged with the never-attempted tasks in a window of keys from fresh_from on (sized by
-    # the caller to hold n of them; it bounds the work whatever plan is chosen). fresh_from
-    # then moves to the first never-attempted task left pending, and fresh_holes loses the
-    # cancelled ones it passed. That branch sees up to 2n tasks, so the first one left is
-    # among them, and it does not SKIP LOCKED, so fresh_from never passes a task not taken
-    # (as the claim holds the session's row, no other transaction holds its pending tasks).
-    claim_take: str = """
-        WITH candidates AS MATERIALIZED (
-            SELECT p.sid, p.n, c.key, c.tid, c.is_fresh
-            FROM unnest(%(sids)b::bigint[], %(ns)b::integer[], %(firsts)b::bigint[],
-                        %(lasts)b::bigint[]) AS p(sid, n, first_key, last_key)
-            CROSS JOIN LATERAL (
-                SELECT * FROM (
-                    SELECT key, ctid AS tid, false AS is_fresh FROM {s}.tasks
-                    WHERE sid = p.sid AND state = 0 AND attempt > 0 AND not_before <= %(now)s
-                    ORDER BY key LIMIT p.n
-                    FOR UPDATE SKIP LOCKED
-                ) AS retries
-                UNION ALL
-                SELECT * FROM (
-                    SELECT key, ctid AS tid, true AS is_fresh FROM {s}.tasks
-                    WHERE key BETWEEN p.first_key AND p.last_key AND state = 0 AND attempt = 0
-                    ORDER BY key LIMIT 2 * p.n
-                    FOR UPDATE
-                ) AS fresh
-            ) AS c
-        ), ranked AS MATERIALIZED (
-            SELECT c.*, row_number() OVER (PARTITION BY c.sid ORDER BY c.key) AS rank
-            FROM candidates AS c
-        ), claimed AS (
-            UPDATE {s}.tasks AS t
-            SET state = 1, attempt = t.attempt + 1, worker_id = %(worker_id)s,
-                lease_expiry = %(expiry)s
-            WHERE t.ctid = ANY(ARRAY(SELECT tid FROM ranked WHERE rank <= n))
-            RETURNING t.sid, t.key, t.attempt, t.n_errors, t.n_timeouts, t.n_lost, t.codec,
-                t.handler, t.payload, t.payload_ref, t.timeout_s
-        ), served AS (
-            UPDATE {s}.sessions AS s
-            SET n_pending = s.n_pending - c.n, n_running = s.n_running + c.n,
-                last_served = %(now)s, fresh_from = greatest(s.fresh_from, f.next_fresh),
-                -- every index passed is a task just taken or a hole
-                fresh_holes = s.fresh_holes
-                    - (greatest(s.fresh_from, f.next_fresh) - s.fresh_from - c.fresh)
-            FROM unnest(%(sids)b::bigint[], %(lasts)b::bigint[]) AS p(sid, last_key)
-            CROSS JOIN LATERAL (
-                SELECT count(*) AS n, count(*) FILTER (WHERE claimed.attempt = 1) AS fresh
-                FROM claimed WHERE claimed.sid = p.sid
-            ) AS c
-            CROSS JOIN LATERAL (  -- the first never-attempted task of the window left pending
-                SELECT coalesce(min(r.key), p.last_key + 1) - (p.sid << 32) AS next_fresh
-                FROM ranked AS r WHERE r.sid = p.sid AND r.is_fresh AND r.rank > r.n
-            ) AS f
-            WHERE s.sid = p.sid
-        )
-        SELECT * FROM claimed"""
+    # One statement: the function (schema version 2) plans the split between sessions, locks
+    # them and takes their tasks in the server, so a claim costs one round trip.
+    claim: str = """
+        SELECT * FROM {s}.claim_tasks(%(worker_id)s, %(max_tasks)s, %(now)s, %(expiry)s)"""
 
     # -- leases ---------------------------------------------------------------------------
     renew: str = f"""
@@ -199,30 +141,19 @@ class Sql:
         ORDER BY t.lease_expiry LIMIT %(limit)s"""
 
     # -- complete and expire --------------------------------------------------------------
-    end_lock: str = """
-        SELECT sid, session_id, last_done_seq FROM {s}.sessions
-        WHERE session_id = ANY(%b::text[]) ORDER BY sid FOR UPDATE"""
+    # One statement: the function (schema version 2) locks, checks the fences, numbers and
+    # writes in the server; it returns the 1-based positions of the completions accepted.
+    end_attempts: str = """
+        SELECT {s}.end_attempts(
+            %(session_ids)b::text[], %(idxs)b::bigint[], %(worker_ids)b::text[],
+            %(attempts)b::integer[], %(states)b::smallint[], %(not_before)b::float8[],
+            %(results)b::bytea[], %(result_refs)b::text[], %(errors)b::bytea[],
+            %(failures)b::smallint[], %(now)s, %(max_expiry)s, %(finished_channel)s,
+            %(work_channel)s)"""
+    # Tasks named by key, locked in key order (cancel with task ids).
     lock_tasks: str = """
         SELECT key, state, worker_id, attempt, lease_expiry FROM {s}.tasks
         WHERE key = ANY(%b::bigint[]) ORDER BY key FOR UPDATE"""
-    end_apply: str = f"""
-        WITH ended AS (
-            UPDATE {{s}}.tasks AS t
-            SET state = c.state, worker_id = NULL, not_before = c.not_before,
-                finished_at = c.finished_at, done_seq = c.done_seq, result = c.result,
-                result_ref = c.result_ref, error = c.error, n_errors = t.n_errors + c.n_errors,
-                n_timeouts = t.n_timeouts + c.n_timeouts, n_lost = t.n_lost + c.n_lost
-            FROM unnest(%(keys)b::bigint[], %(states)b::smallint[], %(not_before)b::float8[],
-                        %(finished_at)b::float8[], %(done_seqs)b::bigint[],
-                        %(results)b::bytea[], %(result_refs)b::text[], %(errors)b::bytea[],
-                        %(n_errors)b::integer[], %(n_timeouts)b::integer[],
-                        %(n_lost)b::integer[])
-                AS c(key, state, not_before, finished_at, done_seq, result, result_ref, error,
-                     n_errors, n_timeouts, n_lost)
-            WHERE t.key = ANY(%(keys)b::bigint[]) AND t.key = c.key
-            RETURNING 1
-        ), counted AS ({_COUNTS})
-        SELECT (SELECT count(*) FROM ended), (SELECT count(*) FROM ({_NOTIFY}) AS n)"""
 
     # -- cancel ---------------------------------------------------------------------------
     cancel_close: str = """
