@@ -48,7 +48,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import shutil
 import statistics
@@ -67,6 +66,7 @@ from htcgrid import codec as codecs
 from htcgrid.backends.base import Backend
 from htcgrid.backends.blobs import DEFAULT_INLINE_LIMIT
 from htcgrid.backends.registry import open_backend
+from htcgrid.benchmark.measure import machine
 from htcgrid.client.payloads import HandlerRefs, new_task, outcome
 from htcgrid.core.ids import new_session_id
 from htcgrid.core.model import Codec, SessionSpec
@@ -483,21 +483,6 @@ def raw_postgres(store: Store, n: int, batches: Batches, clock: Clock) -> None:
 
 
 # -- the driver ---------------------------------------------------------------------------
-def machine() -> str:
-    mem_gib = 0.0
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                mem_gib = int(line.split()[1]) / 1024**2
-    except OSError:
-        pass
-    cpu = platform.processor() or platform.machine()
-    return (
-        f"{platform.system()} {platform.release()} {cpu}, {os.cpu_count()} CPUs, "
-        f"{mem_gib:.0f} GiB RAM, Python {platform.python_version()}"
-    )
-
-
 def repeated(
     backend: str,
     variant: str,
