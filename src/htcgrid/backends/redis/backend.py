@@ -488,17 +488,7 @@ class RedisBackend:
         s = self._state_decoder.decode(state)
         task = self._input_decoder.decode(data)
         return Claim(
-            lease=Lease(
-                task_id=f"{session_id}.{index.decode()}",
-                worker_id=s.worker_id,
-                attempt=s.attempt,
-                lease_expiry=s.lease_expiry,
-                max_attempts=spec.max_attempts,
-                retry_backoff_s=spec.retry_backoff_s,
-                n_errors=s.n_errors,
-                n_timeouts=s.n_timeouts,
-                n_lost=s.n_lost,
-            ),
+            lease=self._lease(session_id, index.decode(), s, spec),
             session_id=session_id,
             handler=task.handler,
             codec=task.codec,
