@@ -367,6 +367,8 @@ class SqliteBackend:
     def claim(self, worker_id: str, max_tasks: int, lease_ttl_s: float, now: float) -> list[Claim]:
         if max_tasks <= 0:
             return []
+        if not self._has_pending():
+            return []  # nothing to claim: leave the write lock to those with work to write
         expiry = now + lease_ttl_s
         with self._write() as conn:
             rows = conn.execute(
@@ -384,6 +386,15 @@ class SqliteBackend:
                     self._claim(session_id, spec, row, worker_id, expiry) for row in taken
                 )
         return claims
+
+    def _has_pending(self) -> bool:
+        """Whether any session has pending tasks: a read, which never waits for writers.
+        Every commit wakes every idle worker; all but the first would otherwise queue for
+        the write lock only to find the task taken, delaying the next submit or completion."""
+        row = self._conn().execute(
+            "SELECT 1 FROM sessions INDEXED BY sessions_pending WHERE n_pending > 0 LIMIT 1"
+        ).fetchone()
+        return row is not None
 
     def renew(
         self, worker_id: str, leases: Sequence[LeaseKey], lease_ttl_s: float, now: float
