@@ -160,6 +160,7 @@ _BUMP_COUNTS = """
         last_done_seq = ? WHERE sid = ?"""
 
 
+_ANY_PENDING = "SELECT 1 FROM sessions INDEXED BY sessions_pending WHERE n_pending > 0 LIMIT 1"
 _BUSY_TIMEOUT_MS = 30_000  # many processes share the file; a writer may queue a while
 _LOCK_FIRST_PAUSE_S = 0.00002  # a writer waiting for the lock tries again after this...
 _LOCK_LAST_PAUSE_S = 0.001  # ...doubling up to this
@@ -391,10 +392,7 @@ class SqliteBackend:
         """Whether any session has pending tasks: a read, which never waits for writers.
         Every commit wakes every idle worker; all but the first would otherwise queue for
         the write lock only to find the task taken, delaying the next submit or completion."""
-        row = self._conn().execute(
-            "SELECT 1 FROM sessions INDEXED BY sessions_pending WHERE n_pending > 0 LIMIT 1"
-        ).fetchone()
-        return row is not None
+        return self._conn().execute(_ANY_PENDING).fetchone() is not None
 
     def renew(
         self, worker_id: str, leases: Sequence[LeaseKey], lease_ttl_s: float, now: float
