@@ -1,9 +1,11 @@
 """The agent: claims attempts in batches, feeds the executor pool, completes in groups.
 
-One loop turn: claim while the pool has room, dispatch whole batches to executors, wait on
-their channels (and process sentinels) for outcomes, stop attempts that overran or were lost,
-then complete everything gathered in one store call. Heartbeats run on a thread of their own
-and user code only in executors, so neither can starve the other.
+One loop turn: wait on the executors' channels (and process sentinels) for outcomes, stop
+attempts that overran or were lost, claim while the pool has room and dispatch whole batches
+to executors, then complete what finished in one store call. While executors are busy the
+claim goes first, so that their queues never wait on the completion's round trip; when the
+last attempt finished, its completion goes first. Heartbeats run on a thread of their own and
+user code only in executors, so neither can starve the other.
 """
 
 from __future__ import annotations
@@ -142,9 +144,6 @@ class Worker:
 
     def _turn(self) -> None:
         pool = self._pool
-        if not self._stopping.is_set():
-            self._claim()
-        pool.dispatch()
         pool.gather(self._wait_timeout(), self._wake_r)
         lost = self._in_flight.take_lost()
         for key in lost:
@@ -158,6 +157,12 @@ class Worker:
                 self._fail(claim.lease, outcome.error)
             else:
                 self._succeed(claim, outcome.result or b"")
+        if self._done and not pool.held:
+            self._flush()  # nothing else runs here: this result's latency is what matters
+        # otherwise refill the executors first: they must not wait on a store round trip
+        if not self._stopping.is_set():
+            self._claim()
+        pool.dispatch()
         if self._done and time.monotonic() >= self._flush_at():
             self._flush()
 

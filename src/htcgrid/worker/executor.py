@@ -41,8 +41,10 @@ from htcgrid.worker.protocol import (
 log = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG = 1
-#: An executor holds a finished attempt's outcome back for up to about this long...
-HOLD_S = 0.03
+#: An executor holds a finished attempt's outcome back for up to about this long. Half the
+#: queued work (pacing.QUEUED_WORK_S): the agent claims when half its queue is free, and it
+#: only sees that once the outcomes arrive, so a longer hold would let the queue run dry...
+HOLD_S = 0.05
 #: ...and at most this many of them.
 HOLD_MAX = 64
 _CODECS = {c.value: c for c in Codec}
