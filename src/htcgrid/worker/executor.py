@@ -29,6 +29,7 @@ from htcgrid.core.model import Claim, Codec
 from htcgrid.worker.channel import Channel, frame
 from htcgrid.worker.handlers import HandlerLoader, error_info
 from htcgrid.worker.malloc import keep_freed_memory
+from htcgrid.worker.pacing import QUEUED_WORK_S
 from htcgrid.worker.protocol import (
     AttemptKey,
     Batch,
@@ -41,10 +42,10 @@ from htcgrid.worker.protocol import (
 log = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG = 1
-#: An executor holds a finished attempt's outcome back for up to about this long. Half the
-#: queued work (pacing.QUEUED_WORK_S): the agent claims when half its queue is free, and it
-#: only sees that once the outcomes arrive, so a longer hold would let the queue run dry...
-HOLD_S = 0.05
+#: An executor holds a finished attempt's outcome back for up to about this long: half the
+#: queued work. The agent claims when half its queue is free, and it only sees that once
+#: the outcomes arrive, so a longer hold would let the queue run dry...
+HOLD_S = QUEUED_WORK_S / 2
 #: ...and at most this many of them.
 HOLD_MAX = 64
 _CODECS = {c.value: c for c in Codec}
