@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 #: Seconds of queued work to keep per executor: enough to hide a claim round trip even when
-#: every core is busy and each hop (agent, store, agent) waits for a scheduler slice, and
-#: enough that a claim every half of it is a small cost next to the work. More would leave
-#: one worker idle longer at a session's end while another still works through its queue.
-QUEUED_WORK_S = 0.2
+#: every core is busy and each hop (agent, store, agent) waits for a scheduler slice. More
+#: halves the claims (PostgreSQL's W3 gained a point at 0.2 s) but puts more attempts at
+#: risk when a worker dies, and leaves one worker idle longer at a session's end.
+QUEUED_WORK_S = 0.1
 #: A busy worker holds finished attempts for up to this many task durations, so that one
 #: store call completes several of them...
 GROUP_TASKS = 10
