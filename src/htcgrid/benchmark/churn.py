@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import signal
 import statistics
 import threading
@@ -37,6 +38,14 @@ LEASE_TTL_S = 2.0
 REAPER_PERIOD_S = 0.5
 #: Attempts a task may take: a task can be held by two killed workers in a row.
 MAX_ATTEMPTS = 5
+#: Each gap between kills is KILL_EVERY_S (or the caller's) times a factor drawn uniformly
+#: from this range, from a fixed seed. Evenly spaced kills fall in step with the reaper's
+#: period (it divides them): the reaper hands a dead worker's attempts back, a worker takes
+#: them all in one claim, and the next kill lands a few tens of ms later, every time, on
+#: the worker that took them -- the same attempts die again until max_attempts is used up.
+#: Real failures come at no fixed phase, so neither do these.
+KILL_JITTER = (0.5, 1.5)
+KILL_SEED = 6
 #: How often the store is asked whether a killed worker's attempts were taken back.
 POLL_S = 0.05
 #: Longest wait for the last kill's detection after the tasks are done.
@@ -62,8 +71,9 @@ def worker_pid(worker_id: str) -> int | None:
 
 
 class Churn:
-    """SIGKILLs the local worker processes of ``embedded`` in turn, one every ``every_s``,
-    and measures per kill how long the store takes to release its attempts."""
+    """SIGKILLs the local worker processes of ``embedded`` in turn, one every ``every_s`` on
+    average (see KILL_JITTER), and measures per kill how long the store takes to release
+    its attempts."""
 
     def __init__(self, embedded: EmbeddedGrid, backend: Backend, every_s: float) -> None:
         self.embedded = embedded
@@ -71,6 +81,7 @@ class Churn:
         self.every_s = every_s
         self.kills: list[Kill] = []
         self._next = 0  # which worker slot dies next
+        self._rng = random.Random(KILL_SEED)
         self._started = 0.0
         self._stop_killing = threading.Event()
         self._stop = threading.Event()
@@ -95,15 +106,18 @@ class Churn:
         return [k for k in self.kills if k.held and k.detected_s is None]
 
     def _run(self) -> None:
-        next_kill = self._started + self.every_s
+        next_kill = self._started + self._gap()
         try:
             while not self._stop.wait(POLL_S):
                 if not self._stop_killing.is_set() and time.monotonic() >= next_kill:
                     self._kill_one()
-                    next_kill += self.every_s
+                    next_kill += self._gap()
                 self._detect()
         except BaseException as exc:  # reported by the workload, never lost in a thread
             self.error = exc
+
+    def _gap(self) -> float:
+        return self.every_s * self._rng.uniform(*KILL_JITTER)
 
     def _kill_one(self) -> None:
         pids = self.embedded.pids
