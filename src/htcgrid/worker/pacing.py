@@ -18,10 +18,10 @@ from collections.abc import Iterable
 QUEUED_WORK_S = 0.1
 #: A busy worker holds finished attempts for up to this many task durations, so that one
 #: store call completes several of them...
-GROUP_TASKS = 10
+GROUP_TASKS = 20
 #: ...but never longer than this: the price, in latency, of completing in groups. It is
 #: paid only while other attempts run here: the last one to finish is completed at once.
-MAX_COMPLETE_DELAY_S = 0.1
+MAX_COMPLETE_DELAY_S = 0.2
 #: A handler counts for the queue depth for this long after it was last claimed, even when
 #: none of its attempts is held any more (its next task may be one claim away).
 RECENT_S = 1.0
@@ -65,7 +65,7 @@ class Pacer:
     def complete_delay(self, now: float, held: Iterable[str] = ()) -> float:
         """How long a busy worker may hold finished attempts before completing them: about
         GROUP_TASKS task durations, capped at MAX_COMPLETE_DELAY_S. No-ops get ~0 (every
-        loop turn gathers many outcomes anyway); 10 ms tasks are completed ~10 at a time."""
+        loop turn gathers many outcomes anyway); 10 ms tasks are completed ~20 at a time."""
         return min(MAX_COMPLETE_DELAY_S, GROUP_TASKS * self.task_s(now, held))
 
     def depth(self, now: float, held: Iterable[str] = ()) -> int:
