@@ -295,6 +295,18 @@ def raw_rows(n: int) -> tuple[str, list[bytes]]:
     return ref, [codecs.encode(v, Codec.PICKLE) for v in inputs(n)]
 
 
+def read_back(n: int, clock: Clock, page: Callable[[int], Sequence[Any]]) -> None:
+    """Read all ``n`` finished rows in ``done_seq`` order, a page (rows whose last column
+    is their ``done_seq``) after the cursor at a time, timed as the "read" stage."""
+    cursor = 0
+    read = 0
+    while read < n:
+        with clock.stage("read"):
+            rows = page(cursor)
+        read += len(rows)
+        cursor = rows[-1][-1]
+
+
 def raw_sqlite(store: Store, n: int, batches: Batches, clock: Clock) -> None:
     """sqlite3 in WAL mode, ``synchronous = NORMAL`` like the backend; one transaction per
     batch; claim is one ``UPDATE ... RETURNING`` of the oldest pending keys."""
@@ -344,17 +356,15 @@ def raw_sqlite(store: Store, n: int, batches: Batches, clock: Clock) -> None:
                 )
                 conn.execute("COMMIT")
         done += len(claimed)
-    cursor = 0
-    read = 0
-    while read < n:
-        with clock.stage("read"):
-            page = conn.execute(
-                "SELECT key, state, attempt, result, done_seq FROM t "
-                "WHERE done_seq > ? ORDER BY done_seq LIMIT ?",
-                (cursor, batches.read),
-            ).fetchall()
-        read += len(page)
-        cursor = page[-1][4]
+    read_back(
+        n,
+        clock,
+        lambda cursor: conn.execute(
+            "SELECT key, state, attempt, result, done_seq FROM t "
+            "WHERE done_seq > ? ORDER BY done_seq LIMIT ?",
+            (cursor, batches.read),
+        ).fetchall(),
+    )
     conn.close()
 
 
@@ -468,18 +478,17 @@ def raw_postgres(store: Store, n: int, batches: Batches, clock: Clock) -> None:
                     )
                     conn.commit()
             done += len(claimed)
-        cursor = 0
-        read = 0
-        while read < n:
-            with clock.stage("read"):
-                page = conn.execute(
-                    f"SELECT key, state, attempt, result, done_seq FROM {table} "
-                    "WHERE done_seq > %s ORDER BY done_seq LIMIT %s",
-                    (cursor, batches.read),
-                ).fetchall()
-                conn.commit()
-            read += len(page)
-            cursor = page[-1][4]
+
+        def page(cursor: int) -> list[Any]:
+            rows = conn.execute(
+                f"SELECT key, state, attempt, result, done_seq FROM {table} "
+                "WHERE done_seq > %s ORDER BY done_seq LIMIT %s",
+                (cursor, batches.read),
+            ).fetchall()
+            conn.commit()
+            return rows
+
+        read_back(n, clock, page)
 
 
 # -- the driver ---------------------------------------------------------------------------
