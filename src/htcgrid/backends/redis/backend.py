@@ -12,6 +12,7 @@ blocked waiters, are hints kept by :mod:`htcgrid.backends.redis.readiness`.
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -68,11 +69,20 @@ CANCEL_STEP = 10_000
 _COUNT_FIELDS = ("n_pending", "n_running", "n_succeeded", "n_failed", "n_cancelled")
 _INFO_FIELDS = ("spec", "created_at", "is_cancelled", *_COUNT_FIELDS)
 _MAX_SPECS = 4096  # decoded specs kept, by their bytes
+#: Finished records a wait fetches along with its wake-up: a latency-bound collector's whole
+#: page; a caller that wants more gets the rest by a plain read.
+PREFETCH = 256
 
 
 def _num(x: float) -> str:
     """A float as a string Redis and Lua read back exactly."""
     return repr(float(x))
+
+
+def _first_score(reply: list[Any]) -> float:
+    """The score in a one-member ``ZRANGE … WITHSCORES`` reply, flat or paired by redis-py."""
+    pair = reply[0] if isinstance(reply[0], list | tuple) else reply
+    return float(pair[1])
 
 
 def _text(value: bytes | str) -> str:
@@ -131,6 +141,12 @@ class RedisBackend:
         self._outcome_decoder = msgspec.msgpack.Decoder(Outcome)
         self._specs: dict[bytes, SessionSpec] = {}
         self._readiness = Readiness(self._link, self._keys)
+        # pages of finished tasks fetched by wait_for_finished, by (session, after)
+        self._lock = threading.Lock()
+        self._prefetched: dict[tuple[str, int], list[TaskRecord]] = {}
+        # wake-up state of the one worker that claims through this handle
+        self._woken = False  # the last wait ended on a wake token
+        self._next_due: float | None = None  # earliest delayed retry the last claim saw
         # not repeated: a wrong URL (a TLS port, a firewalled host) should fail fast
         self._capabilities = Capabilities(
             is_durable=self._link.once(self._has_append_only_file), is_shared=True
@@ -191,6 +207,10 @@ class RedisBackend:
         # not repeated automatically: a repeat after a lost answer would say NotFound
         if not self._link.once(lambda: self._link.call(DELETE, k.all(), [k.blob_prefix])):
             raise NotFound(f"no session {session_id}")
+        with self._lock:
+            for key in [key for key in self._prefetched if key[0] == session_id]:
+                del self._prefetched[key]
+        self._readiness.forget(k)
         hints = [
             Cmd("ZREM", self._keys.sessions, session_id),
             Cmd("SREM", self._keys.ready, session_id),
@@ -247,7 +267,10 @@ class RedisBackend:
         # safe to repeat: a claim whose answer was lost leaves its tasks running under
         # leases nobody renews, and the reaper retries them when the leases expire
         clock = drifting(now)  # a claim that gets through late still grants a full lease
-        return self._link.safely(lambda: self._claim(worker_id, max_tasks, lease_ttl_s, clock()))
+        woken, self._woken = self._woken, False
+        return self._link.safely(
+            lambda: self._claim(worker_id, max_tasks, lease_ttl_s, clock(), woken)
+        )
 
     def renew(
         self, worker_id: str, leases: Sequence[LeaseKey], lease_ttl_s: float, now: float
@@ -359,10 +382,23 @@ class RedisBackend:
         return [r for r in records if r is not None]
 
     def finished(self, session_id: str, after: int, limit: int) -> list[TaskRecord]:
+        with self._lock:
+            records = self._prefetched.pop((session_id, after), None)
+        if records is not None:
+            if len(records) >= limit:
+                return records[: max(0, limit)]
+            if len(records) < PREFETCH:  # the page the wait fetched has all there was
+                return records
+            last = records[-1].done_seq
+            rest_after = after + len(records) if last is None else last
+            return records + self.finished(session_id, rest_after, limit - len(records))
         k = self._session_keys(session_id)
         args = [max(0, after), max(0, limit)]
-        keys = [k.meta, k.done, k.state, k.outcome]
-        reply = self._link.safely(lambda: self._link.call(FINISHED, keys, args))
+        reply = self._link.safely(lambda: self._link.call(FINISHED, k.finished_keys(), args))
+        return self._records(session_id, reply)
+
+    def _records(self, session_id: str, reply: list[Any]) -> list[TaskRecord]:
+        """The records of a FINISHED reply; NotFound if it says the session is gone."""
         if reply[0] == 0:
             raise NotFound(f"no session {session_id}")
         rows = zip(reply[1], reply[2], reply[3], strict=True)
@@ -371,15 +407,33 @@ class RedisBackend:
     # -- wake-ups -------------------------------------------------------------------------
     def wait_for_work(self, timeout_s: float) -> None:
         deadline = time.monotonic() + max(0.0, timeout_s)
-        self._wait_out(lambda: self._readiness.wait_for_work(deadline), deadline)
+
+        def wait() -> None:
+            self._woken = self._readiness.wait_for_work(deadline, self._next_due)
+
+        self._wait_out(wait, deadline)
 
     def wait_for_finished(self, session_id: str, after: int, timeout_s: float) -> None:
+        """Block on the session's events stream; the first page past ``after`` comes back in
+        the same round trip and is kept for the ``finished`` call that follows."""
         deadline = time.monotonic() + max(0.0, timeout_s)
         try:
             k = self._keys.session(check_session_id(session_id))
         except InvalidInput:
             return  # no such session: the caller's next read says so
-        self._wait_out(lambda: self._readiness.wait_for_finished(k, after, deadline), deadline)
+        fetch = Eval(FINISHED, k.finished_keys(), [max(0, after), PREFETCH])
+
+        def wait() -> None:
+            reply = self._readiness.wait_for_finished(k, after, deadline, fetch)
+            if reply is None or reply[0] == 0 or not reply[1]:
+                return  # nothing to keep: finished() reads (and reports a missing session)
+            records = self._records(session_id, reply)
+            with self._lock:
+                if len(self._prefetched) >= 64:  # abandoned cursors: drop them all
+                    self._prefetched.clear()
+                self._prefetched[(session_id, after)] = records
+
+        self._wait_out(wait, deadline)
 
     def _wait_out(self, wait: Callable[[], None], deadline: float) -> None:
         """Run a wait; if the server is unreachable, sleep out the deadline instead of raising
@@ -428,11 +482,29 @@ class RedisBackend:
             spec = self._specs[data] = self._spec_decoder.decode(data)
         return spec
 
-    def _claim(self, worker_id: str, max_tasks: int, lease_ttl_s: float, now: float) -> list[Claim]:
+    def _claim(
+        self, worker_id: str, max_tasks: int, lease_ttl_s: float, now: float, woken: bool
+    ) -> list[Claim]:
+        """Claim by fair share from the ready sessions; ``woken``: a wake token brought us
+        here, so pass one on if we leave work behind."""
+        claims, left, again = self._claim_ready(worker_id, max_tasks, lease_ttl_s, now)
+        if again:  # tasks came while we dropped their session from the hint: look once more
+            claims, left, _ = self._claim_ready(worker_id, max_tasks, lease_ttl_s, now)
+        if woken and left:
+            # a token woke us and we leave work behind: wake the next idle worker
+            self._link.run(self._readiness.wake_one())
+        return claims
+
+    def _claim_ready(
+        self, worker_id: str, max_tasks: int, lease_ttl_s: float, now: float
+    ) -> tuple[list[Claim], int, bool]:
+        """One claim over the ready hint: the claims, how many tasks the claimed sessions
+        have left, and whether dropping the drained sessions found new tasks."""
+        self._next_due = None
         session_ids = self._readiness.ready()
         if not session_ids:
-            return []
-        drained: list[str] = []
+            return [], 0, False
+        drained: dict[str, int] = {}  # session -> pending count seen
         if len(session_ids) == 1:
             # fair share has nothing to split: skip the candidate read (a round trip) and
             # let the script take up to max_tasks, as plan_claim would have planned
@@ -445,41 +517,52 @@ class RedisBackend:
             k = self._keys.session(s)
             claim_calls.append(Eval(CLAIM, k.claim_keys(), [n, worker_id, expiry, _num(now)]))
         claims: list[Claim] = []
+        left = 0
         for (s, _), reply in zip(plan, self._link.run(claim_calls), strict=True):
-            # drained (no pending task left) or deleted since the plan: out of the ready set
-            if (not reply or reply[1] == 0) and s not in drained:
-                drained.append(s)
-            if not reply:
+            if not reply:  # deleted since the plan
+                drained.setdefault(s, 0)
                 continue
-            if len(reply) > 2:
-                spec = self._spec(reply[0])
-                claims += (
-                    self._claim_of(s, spec, reply[j], reply[j + 1], reply[j + 2])
-                    for j in range(2, len(reply), 3)
-                )
-        if drained:
-            self._readiness.drop(drained)
-        return claims
+            if len(reply) == 3:
+                # took nothing: drained, or only retries that are not due yet. A session a
+                # claim drains stays in the hint until a claim finds it empty, so that the
+                # drop's round trips are not paid between a claim and its dispatch.
+                drained.setdefault(s, int(reply[1]))
+                if due := float(reply[2]):
+                    self._next_due = due if self._next_due is None else min(self._next_due, due)
+                continue
+            left += int(reply[1])
+            spec = self._spec(reply[0])
+            claims += (
+                self._claim_of(s, spec, reply[j], reply[j + 1], reply[j + 2])
+                for j in range(3, len(reply), 3)
+            )
+        again = self._readiness.drop(drained) if drained else False
+        return claims, left, again
 
     def _plan(
-        self, session_ids: list[str], max_tasks: int, now: float, drained: list[str]
+        self, session_ids: list[str], max_tasks: int, now: float, drained: dict[str, int]
     ) -> list[tuple[str, int]]:
         """Split a claim between ready sessions by fair share, from a read of each one's
-        priority, last service and claimable count; collect the drained ones in ``drained``."""
+        priority, last service and claimable count; collect the drained ones in ``drained``,
+        and note when the earliest retry of the others falls due."""
         calls: list[Eval | Cmd] = []
         for s in session_ids:
             k = self._keys.session(s)
             calls.append(Cmd("HMGET", k.meta, "priority", "last_served", "n_pending"))
             calls.append(Cmd("ZCARD", k.pending))
+            calls.append(Cmd("ZRANGE", k.delayed, 0, 0, "WITHSCORES"))
             calls.append(Cmd("ZCOUNT", k.delayed, "-inf", _num(now)))
         replies = self._link.run(calls)
         candidates: list[Candidate] = []
         for j, s in enumerate(session_ids):
-            (priority, last_served, n_pending), n_ready, n_due = replies[3 * j : 3 * j + 3]
+            (priority, last_served, n_pending), n_ready, first, n_due = replies[4 * j : 4 * j + 4]
             if not n_pending or int(n_pending) == 0:
-                drained.append(s)
+                drained[s] = 0
             elif n_ready + n_due > 0:
                 candidates.append(Candidate(s, int(priority), n_ready + n_due, float(last_served)))
+            elif first:  # only retries that are not due yet
+                due = _first_score(first)
+                self._next_due = due if self._next_due is None else min(self._next_due, due)
         return plan_claim(candidates, max_tasks)
 
     def _claim_of(

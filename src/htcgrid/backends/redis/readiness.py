@@ -6,10 +6,13 @@ These are hints, kept outside the scripts so no script touches two Cluster slots
   their session after their script ran; claims drop sessions found drained, then re-check
   them, so a submit racing the drop is never lost. A hint lost with a broken connection is
   healed by a periodic rescan of every session's counters.
-* ``{prefix}:work`` (STREAM, one entry kept): a token per submit or retry. A waiting worker
-  reads the last entry ID *before* checking for work, then ``XREAD BLOCK``s past it, so a
-  submit between the check and the block wakes it. Unlike a list popped with ``BLPOP``, a
-  stream wakes every waiting worker, and nothing consumes the token.
+* ``{prefix}:wake`` (LIST, at most ``WAKE_TOKENS`` kept): a token per submit or retry,
+  popped by a waiting worker with ``BLPOP``. A token pushed while nobody waits stays in the
+  list, so a submit between a worker's empty claim and its block is not missed. A token wakes
+  **one** waiter: a submit of one task does not wake every idle worker of the grid to race
+  for it (on a small machine the losers' round trips slow the winner). A woken worker that
+  leaves tasks behind passes a token on, so a large submit still reaches every idle worker,
+  one wake-up after the other.
 * ``{prefix:session}:events`` (STREAM, one entry kept, written by the scripts in the same
   slot): entry ID ``<last_done_seq>-0``, so ``XREAD`` past ``<after>-0`` returns at once if
   the session already finished a task past ``after``, and otherwise blocks until it does.
@@ -26,15 +29,17 @@ from htcgrid.backends.redis.schema import SessionKeys, StoreKeys
 #: How often a handle rebuilds the ready hint from every session's counters.
 HEAL_INTERVAL_S = 30.0
 
+#: Most wake tokens kept: enough for a burst of submits to wake that many idle workers at
+#: once; beyond it, woken workers pass tokens on. Tokens left when nobody waits cost a later
+#: waiter one empty claim each.
+WAKE_TOKENS = 8
+
+#: Most sessions a handle remembers to exist (the memory is then forgotten, not trimmed).
+_MAX_KNOWN = 1024
+
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
-
-
-def _first_score(reply: list[Any]) -> float:
-    """The score in a one-member ``ZRANGE … WITHSCORES`` reply, flat or paired by redis-py."""
-    pair = reply[0] if isinstance(reply[0], list | tuple) else reply
-    return float(pair[1])
 
 
 class Readiness:
@@ -44,6 +49,7 @@ class Readiness:
         self._link = link
         self._keys = keys
         self._next_heal = 0.0  # a handle's first claim heals the hint
+        self._known: set[str] = set()  # sessions' meta keys seen to exist
 
     def session_ids(self) -> list[str]:
         """Every registered session id, oldest first."""
@@ -51,11 +57,15 @@ class Readiness:
         return [m.decode() for m in members]
 
     def mark(self, session_ids: list[str]) -> list[Eval | Cmd]:
-        """Commands that mark sessions ready and wake waiting workers; send them in the
+        """Commands that mark sessions ready and wake one waiting worker; send them in the
         same pipeline as, and after, the script that made the work."""
+        return [Cmd("SADD", self._keys.ready, *session_ids), *self.wake_one()]
+
+    def wake_one(self) -> list[Eval | Cmd]:
+        """Commands that wake one waiting worker (or the next one to wait)."""
         return [
-            Cmd("SADD", self._keys.ready, *session_ids),
-            Cmd("XADD", self._keys.work, "MAXLEN", 1, "*", "n", 1),
+            Cmd("LPUSH", self._keys.wake, 1),
+            Cmd("LTRIM", self._keys.wake, 0, WAKE_TOKENS - 1),
         ]
 
     def ready(self) -> list[str]:
@@ -65,59 +75,70 @@ class Readiness:
             self._add_pending(self.session_ids())
         return self._ready_ids()
 
-    def drop(self, session_ids: list[str]) -> None:
-        """Take drained sessions out of the hint, then put back any that got tasks meanwhile
-        (their submit marks them after its script ran, so one of us sees the other)."""
-        self._link.run([Cmd("SREM", self._keys.ready, *session_ids)])
-        self._add_pending(session_ids)
+    def drop(self, seen: dict[str, int]) -> bool:
+        """Take drained sessions out of the hint, then put back any that have tasks (their
+        submit marks them after its script ran, so one of us sees the other). ``seen``: each
+        session's pending count as the caller's claim left it. True if one got tasks since:
+        the caller must claim again, since a worker woken for them may have read the hint
+        while they were out of it, and gone back to sleep."""
+        self._link.run([Cmd("SREM", self._keys.ready, *seen)])
+        counts = self._add_pending(list(seen))
+        return any(n > seen[s] for s, n in counts.items())
 
-    def wait_for_work(self, deadline: float) -> None:
-        """Block until a ready session has claimable tasks, a token arrives, the earliest
-        delayed retry is due, or ``deadline`` (monotonic) passes."""
-        # the stream's last ID is read first (the server runs a pipeline in order), so a
-        # submit after the ready sessions are checked is not missed
-        last, ready = self._link.run(
-            [
-                Cmd("XREVRANGE", self._keys.work, "+", "-", "COUNT", 1),
-                Cmd("SMEMBERS", self._keys.ready),
-            ]
-        )
-        last_id = last[0][0] if last else b"0-0"
-        calls: list[Eval | Cmd] = []
-        for session_id in [_text(s) for s in ready]:
-            k = self._keys.session(session_id)
-            calls += [Cmd("ZCARD", k.pending), Cmd("ZRANGE", k.delayed, 0, 0, "WITHSCORES")]
-        replies = self._link.run(calls)
-        if any(replies[0::2]):
-            return
-        next_due = [_first_score(first) for first in replies[1::2] if first]
-        if next_due:
-            deadline = min(deadline, time.monotonic() + max(0.0, min(next_due) - time.time()))
-        self._block(self._keys.work, last_id, deadline)
+    def wait_for_work(self, deadline: float, next_due: float | None) -> bool:
+        """Block until a wake token arrives, the earliest delayed retry is due (``next_due``,
+        wall clock, as the caller's last empty claim saw it), or ``deadline`` (monotonic)
+        passes. True if a token woke us: the caller should pass one on if it leaves work.
 
-    def wait_for_finished(self, k: SessionKeys, after: int, deadline: float) -> None:
-        """Block until the session finished a task past ``after``, or ``deadline`` passes."""
-        if self._link.run([Cmd("EXISTS", k.meta)])[0]:  # a missing session returns at once
-            self._block(k.events, f"{max(0, after)}-0", deadline)
+        No check for work comes first: the caller has just claimed and found none, and a
+        submit since then left its token in the list."""
+        if next_due is not None:
+            deadline = min(deadline, time.monotonic() + max(0.0, next_due - time.time()))
+        step_s = self._link.block_step_s
+        while (left := deadline - time.monotonic()) > 0:
+            wait_s = left if step_s is None else min(left, step_s)
+            # BLPOP takes seconds as a float (Redis >= 6); 1 ms is its finest useful grain
+            if self._link.run([Cmd("BLPOP", self._keys.wake, max(0.001, round(wait_s, 3)))])[0]:
+                return True
+        return False
+
+    def forget(self, k: SessionKeys) -> None:
+        """Forget that the session exists (it was deleted through this handle)."""
+        self._known.discard(k.meta)
+
+    def wait_for_finished(self, k: SessionKeys, after: int, deadline: float, then: Eval) -> Any:
+        """Block until the session finished a task past ``after``, or ``deadline`` passes;
+        the reply of ``then``, sent in the same pipeline right behind the blocking read (the
+        server runs it when the read returns: the fetch of what finished costs no extra round
+        trip), or None if ``then`` was not sent: the deadline had passed, or the session,
+        not seen by this handle before, does not exist (that returns at once)."""
+        if k.meta not in self._known:
+            if not self._link.run([Cmd("EXISTS", k.meta)])[0]:
+                return None
+            if len(self._known) >= _MAX_KNOWN:
+                self._known.clear()
+            self._known.add(k.meta)
+        after_id = f"{max(0, after)}-0"
+        step_s = self._link.block_step_s
+        reply = None
+        while (left := deadline - time.monotonic()) > 0:
+            wait_s = left if step_s is None else min(left, step_s)
+            block_ms = max(1, int(wait_s * 1000))
+            read = Cmd("XREAD", "COUNT", 1, "BLOCK", block_ms, "STREAMS", k.events, after_id)
+            event, reply = self._link.run([read, then])
+            if event:
+                break
+        return reply
 
     def _ready_ids(self) -> list[str]:
         return [_text(s) for s in self._link.run([Cmd("SMEMBERS", self._keys.ready)])[0]]
 
-    def _add_pending(self, session_ids: list[str]) -> None:
-        """Mark ready those of ``session_ids`` that have pending tasks."""
+    def _add_pending(self, session_ids: list[str]) -> dict[str, int]:
+        """Mark ready those of ``session_ids`` that have pending tasks; their counts."""
         calls = [Cmd("HGET", self._keys.session(s).meta, "n_pending") for s in session_ids]
-        counts = self._link.run(calls)
-        ready = [s for s, n in zip(session_ids, counts, strict=True) if n and int(n) > 0]
+        replies = self._link.run(calls)
+        counts = {s: int(n or 0) for s, n in zip(session_ids, replies, strict=True)}
+        ready = [s for s, n in counts.items() if n > 0]
         if ready:
             self._link.run([Cmd("SADD", self._keys.ready, *ready)])
-
-    def _block(self, stream: str, after_id: bytes | str, deadline: float) -> None:
-        """Block until ``stream`` has an entry past ``after_id`` or ``deadline`` passed, in
-        steps short enough not to trip the connection's socket timeout."""
-        step_s = self._link.block_step_s
-        while (left := deadline - time.monotonic()) > 0:
-            wait_s = left if step_s is None else min(left, step_s)
-            block_ms = max(1, int(wait_s * 1000))
-            read = Cmd("XREAD", "COUNT", 1, "BLOCK", block_ms, "STREAMS", stream, after_id)
-            if self._link.run([read])[0]:
-                return
+        return counts

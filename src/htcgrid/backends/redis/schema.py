@@ -53,7 +53,7 @@ class StoreKeys:
         self.sessions = f"{tag}:sessions"  # ZSET session id -> creation number
         self.seq = f"{tag}:seq"  # STRING: the last creation number
         self.ready = f"{tag}:ready"  # SET: sessions that may have pending tasks (a hint)
-        self.work = f"{tag}:work"  # STREAM (MAXLEN 1): a token per submit or retry
+        self.wake = f"{tag}:wake"  # LIST: wake tokens, one per submit or retry (capped)
 
     def session(self, session_id: str) -> SessionKeys:
         return SessionKeys(self.prefix, session_id)
@@ -95,6 +95,9 @@ class SessionKeys:
     # the KEYS of each script, in the order the script reads them (see scripts.py)
     def submit_keys(self) -> list[str]:
         return [self.meta, self.batches, self.input, self.state, self.pending]
+
+    def finished_keys(self) -> list[str]:
+        return [self.meta, self.done, self.state, self.outcome]
 
     def claim_keys(self) -> list[str]:
         return [self.meta, self.pending, self.delayed, self.state, self.input, self.leases]

@@ -187,9 +187,10 @@ return {0, first}
 )
 
 #: KEYS meta, pending, delayed, state, input, leases; ARGV n, worker, expiry, now.
-#: {spec, n_pending left, index, state, input, index, state, input, ...}, or {} if the
-#: session is gone. A session being cancelled claims nothing; only a claim that took tasks
-#: counts as serving the session.
+#: {spec, n_pending left, next due, index, state, input, index, state, input, ...}, or {}
+#: if the session is gone. ``next due`` is the earliest delayed retry's ``not_before`` when
+#: the claim took nothing but retries wait, else 0. A session being cancelled claims
+#: nothing; only a claim that took tasks counts as serving the session.
 CLAIM = Script(
     "claim",
     """
@@ -199,14 +200,17 @@ local spec, is_cancelled, left = unpack(redis.call('HMGET', meta, 'spec', 'is_ca
   'n_pending'))
 if not spec then return {} end
 left = tonumber(left)
-if is_cancelled == '1' or left == 0 then return {spec, left} end
+if is_cancelled == '1' or left == 0 then return {spec, left, 0} end
 local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', ARGV[4], 'LIMIT', 0, STEP)
 if #due > 0 then
   call_chunked('ZADD', pending, pairs_of(false, false, due))
   call_chunked('ZREM', delayed, due)
 end
 local popped = redis.call('ZPOPMIN', pending, ARGV[1])
-if #popped == 0 then return {spec, left} end
+if #popped == 0 then
+  local first = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
+  return {spec, left, first[2] or 0}
+end
 redis.call('HSET', meta, 'last_served', ARGV[4])
 local idx = {}
 for k = 1, #popped, 2 do idx[#idx + 1] = popped[k] end
@@ -214,7 +218,7 @@ local states = hmget(state, idx)
 local inputs = hmget(input, idx)
 local expiry = tonumber(ARGV[3])
 local sets = {}
-local out = {spec, 0}
+local out = {spec, 0, 0}
 for k, i in ipairs(idx) do
   local s = cmsgpack.unpack(states[k])
   s[ST] = RUNNING
