@@ -34,6 +34,9 @@ HEAL_INTERVAL_S = 30.0
 #: waiter one empty claim each.
 WAKE_TOKENS = 8
 
+#: How long the ready set read along with a wake-up stands in for a fresh read.
+_FRESH_S = 0.01
+
 #: Most sessions a handle remembers to exist (the memory is then forgotten, not trimmed).
 _MAX_KNOWN = 1024
 
@@ -50,6 +53,8 @@ class Readiness:
         self._keys = keys
         self._next_heal = 0.0  # a handle's first claim heals the hint
         self._known: set[str] = set()  # sessions' meta keys seen to exist
+        # when the last wake-up came, and the ready set read with it
+        self._woke_with: tuple[float, list[str]] | None = None
 
     def session_ids(self) -> list[str]:
         """Every registered session id, oldest first."""
@@ -69,10 +74,14 @@ class Readiness:
         ]
 
     def ready(self) -> list[str]:
-        """Sessions that may have pending tasks (healing the hint when it is due)."""
+        """Sessions that may have pending tasks (healing the hint when it is due). Right
+        after a wake-up, the set as read in the wake-up's round trip."""
+        woke_with, self._woke_with = self._woke_with, None
         if time.monotonic() >= self._next_heal:
             self._next_heal = time.monotonic() + HEAL_INTERVAL_S
             self._add_pending(self.session_ids())
+        elif woke_with is not None and time.monotonic() - woke_with[0] < _FRESH_S:
+            return woke_with[1]
         return self._ready_ids()
 
     def drop(self, seen: dict[str, int]) -> bool:
@@ -97,8 +106,12 @@ class Readiness:
         step_s = self._link.block_step_s
         while (left := deadline - time.monotonic()) > 0:
             wait_s = left if step_s is None else min(left, step_s)
-            # BLPOP takes seconds as a float (Redis >= 6); 1 ms is its finest useful grain
-            if self._link.run([Cmd("BLPOP", self._keys.wake, max(0.001, round(wait_s, 3)))])[0]:
+            # BLPOP takes seconds as a float (Redis >= 6); 1 ms is its finest useful grain;
+            # the ready set is read as soon as it returns, for the claim that follows
+            pop = Cmd("BLPOP", self._keys.wake, max(0.001, round(wait_s, 3)))
+            token, ready = self._link.run([pop, Cmd("SMEMBERS", self._keys.ready)])
+            if token:
+                self._woke_with = (time.monotonic(), [_text(s) for s in ready])
                 return True
         return False
 
