@@ -209,9 +209,12 @@ def v1_router(settings: ApiSettings) -> APIRouter:
         the same key (after a lost answer) returns the first ids and adds nothing."""
         rt = runtime(request)
         data = await read_body(request, limits.max_body_bytes)
-        body = await rt.call(decode, request, data, SubmitIn)
-        out = await rt.call(rt.service.submit, who, session_id, body.tasks, idempotency_key)
-        return respond(request, out)
+
+        def decode_and_submit() -> SubmitOut:  # one thread hand-over, not two
+            body = decode(request, data, SubmitIn)
+            return rt.service.submit(who, session_id, body.tasks, idempotency_key)
+
+        return respond(request, await rt.call(decode_and_submit))
 
     @r.get(
         "/sessions/{session_id}/finished",
@@ -230,10 +233,14 @@ def v1_router(settings: ApiSettings) -> APIRouter:
         """Finished tasks in the order they finished, past the cursor ``after``. With ``wait``,
         an empty answer is held until a task finishes or ``wait`` seconds pass (long-poll)."""
         rt = runtime(request)
+
+        def wait_and_read() -> TaskPage:  # the re-read right behind the wake-up, same thread
+            rt.service.store.wait_for_finished(session_id, after, wait)
+            return rt.service.page(session_id, after, limit)
+
         page = await rt.call(rt.service.finished, who, session_id, after, limit)
         if not page.tasks and wait > 0:
-            await rt.wait(rt.service.store.wait_for_finished, session_id, after, wait)
-            page = await rt.call(rt.service.page, session_id, after, limit)
+            page = await rt.wait(wait_and_read)
         return respond(request, page)
 
     @r.post(
