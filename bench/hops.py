@@ -1,0 +1,262 @@
+"""The floor under W2: what one round trip's hops cost on this machine, with no grid logic;
+one JSON line per variant, latencies in microseconds.
+
+    python bench/hops.py
+    python bench/hops.py --rounds 5000 --out bench/results/hops.jsonl
+
+W2 (docs/benchmarks.md) times one task at a time from ``submit`` to its result. Through a
+store, that task crosses three processes and the store server: the client writes it, a
+worker agent is woken and claims it, hands it to its executor process and gets the outcome
+back, writes the completion, and the client is woken to read it. Each hand-over is a
+wake-up of a sleeping process. This script times the same shape with the plainest Python
+that can carry it, so a W2 latency can be read against what the machine allows:
+
+- ``pipe``: a byte to another process and back over a pipe (two wake-ups);
+- ``redis-rtt`` / ``postgres-rtt``: one ``PING`` on a raw socket, one ``SELECT 1`` through
+  psycopg (the store's round trip, as low as Python gets it);
+- ``processes``: the W2 shape without a store: client -> agent -> executor -> agent ->
+  client, each a separate process, over pipes (four wake-ups);
+- ``redis-w2``: the W2 shape through Redis: the client ``LPUSH``es a task and blocks in
+  ``BLPOP`` for its result; the agent, blocked in ``BLPOP``, is woken by the task, passes it
+  to its executor over a pipe, gets it back and ``LPUSH``es the result. Raw sockets, no
+  claim script, no lease, no encoding: two store round trips fewer than the grid's
+  (claim, complete), and no second worker.
+
+Redis is the server on 127.0.0.1:6379 (database 14, keys deleted afterwards); PostgreSQL is
+the ``test`` database on 127.0.0.1:5432. A variant whose server cannot be reached is left out
+with a note on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import socket
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from htcgrid.benchmark.measure import machine
+
+REDIS = ("127.0.0.1", 6379)
+POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def percentiles(samples_s: list[float]) -> dict[str, float]:
+    ordered = sorted(samples_s)
+    return {
+        "p50_us": round(statistics.median(ordered) * 1e6, 1),
+        "p99_us": round(ordered[int(len(ordered) * 0.99)] * 1e6, 1),
+    }
+
+
+def timed(rounds: int, one: Callable[[], None]) -> list[float]:
+    """``one`` run ``rounds`` times after a tenth as many untimed; each run's seconds."""
+    for _ in range(max(10, rounds // 10)):
+        one()
+    samples = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        one()
+        samples.append(time.perf_counter() - start)
+    return samples
+
+
+# -- processes over pipes -----------------------------------------------------------------
+def echo(read_fd: int, write_fd: int) -> None:
+    """Child: write back every byte read, until end of input."""
+    while data := os.read(read_fd, 64):
+        os.write(write_fd, data)
+    os._exit(0)
+
+
+def relay(read_fd: int, write_fd: int, down: tuple[int, int]) -> None:
+    """Child: pass every byte read down a pipe pair and its answer back up."""
+    down_w, down_r = down
+    while data := os.read(read_fd, 64):
+        os.write(down_w, data)
+        os.write(write_fd, os.read(down_r, 64))
+    os._exit(0)
+
+
+def fork(target: Callable[..., None], *args: Any, close: Sequence[int] = ()) -> int:
+    """Run ``target(*args)`` in a child that first closes ``close`` (the parent's pipe ends,
+    so that the parent closing its write end is the child's end of input)."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            for fd in close:
+                os.close(fd)
+            target(*args)
+        finally:
+            os._exit(1)
+    return pid
+
+
+def pipe_pair() -> tuple[tuple[int, int], tuple[int, int]]:
+    """Two pipes: (parent's write, child's read), (child's write, parent's read)."""
+    down_r, down_w = os.pipe()
+    up_r, up_w = os.pipe()
+    return (down_w, down_r), (up_w, up_r)
+
+
+def run_pipe(rounds: int) -> list[float]:
+    (down_w, down_r), (up_w, up_r) = pipe_pair()
+    pid = fork(echo, down_r, up_w, close=[down_w, up_r])
+
+    def one() -> None:
+        os.write(down_w, b"x")
+        os.read(up_r, 64)
+
+    try:
+        return timed(rounds, one)
+    finally:
+        os.close(down_w)
+        os.waitpid(pid, 0)
+
+
+def run_processes(rounds: int) -> list[float]:
+    (ex_w, ex_r), (ex_up_w, ex_up_r) = pipe_pair()
+    executor = fork(echo, ex_r, ex_up_w, close=[ex_w, ex_up_r])
+    (ag_w, ag_r), (ag_up_w, ag_up_r) = pipe_pair()
+    agent = fork(relay, ag_r, ag_up_w, (ex_w, ex_up_r), close=[ag_w, ag_up_r, ex_r, ex_up_w])
+
+    def one() -> None:
+        os.write(ag_w, b"x")
+        os.read(ag_up_r, 64)
+
+    try:
+        return timed(rounds, one)
+    finally:
+        os.close(ag_w)
+        os.waitpid(agent, 0)
+        os.close(ex_w)
+        os.waitpid(executor, 0)
+
+
+# -- Redis --------------------------------------------------------------------------------
+def resp(*args: bytes) -> bytes:
+    out = [b"*%d\r\n" % len(args)]
+    for a in args:
+        out.append(b"$%d\r\n%s\r\n" % (len(a), a))
+    return b"".join(out)
+
+
+def redis_socket() -> socket.socket:
+    sock = socket.create_connection(REDIS, timeout=5)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.sendall(resp(b"SELECT", b"14"))
+    sock.recv(64)
+    return sock
+
+
+def redis_call(sock: socket.socket, command: bytes) -> bytes:
+    """Send one command and read its (small) reply."""
+    sock.sendall(command)
+    return sock.recv(4096)
+
+
+def run_redis_rtt(rounds: int) -> list[float]:
+    sock = redis_socket()
+    ping = resp(b"PING")
+    try:
+        return timed(rounds, lambda: redis_call(sock, ping) and None)
+    finally:
+        sock.close()
+
+
+def redis_agent(tasks: bytes, results: bytes, down: tuple[int, int]) -> None:
+    """Child: pop each task (blocking), pass it through the executor, push the result."""
+    sock = redis_socket()
+    sock.settimeout(None)
+    down_w, down_r = down
+    pop = resp(b"BLPOP", tasks, b"0")
+    while True:
+        reply = redis_call(sock, pop)
+        value = reply.rsplit(b"\r\n", 2)[-2]
+        if value == b"stop":
+            os._exit(0)
+        os.write(down_w, value)
+        redis_call(sock, resp(b"LPUSH", results, os.read(down_r, 64)))
+
+
+def run_redis_w2(rounds: int) -> list[float]:
+    prefix = f"hops:{uuid.uuid4().hex}".encode()
+    tasks, results = prefix + b":tasks", prefix + b":results"
+    (ex_w, ex_r), (ex_up_w, ex_up_r) = pipe_pair()
+    executor = fork(echo, ex_r, ex_up_w, close=[ex_w, ex_up_r])
+    agent = fork(redis_agent, tasks, results, (ex_w, ex_up_r), close=[ex_r, ex_up_w])
+    sock = redis_socket()
+    push, pop = resp(b"LPUSH", tasks, b"task"), resp(b"BLPOP", results, b"0")
+
+    def one() -> None:
+        redis_call(sock, push)
+        redis_call(sock, pop)
+
+    try:
+        return timed(rounds, one)
+    finally:
+        redis_call(sock, resp(b"LPUSH", tasks, b"stop"))
+        os.waitpid(agent, 0)
+        os.close(ex_w)
+        os.waitpid(executor, 0)
+        redis_call(sock, resp(b"DEL", tasks, results))
+        sock.close()
+
+
+# -- PostgreSQL ---------------------------------------------------------------------------
+def run_postgres_rtt(rounds: int) -> list[float]:
+    import psycopg
+
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        return timed(rounds, lambda: conn.execute("SELECT 1").fetchone() and None)
+
+
+VARIANTS: dict[str, Callable[[int], list[float]]] = {
+    "pipe": run_pipe,
+    "processes": run_processes,
+    "redis-rtt": run_redis_rtt,
+    "redis-w2": run_redis_w2,
+    "postgres-rtt": run_postgres_rtt,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3000, help="timed round trips each")
+    parser.add_argument("--only", help="comma-separated variants (default: all)")
+    parser.add_argument("--out", type=Path, help="also append the JSON lines to this file")
+    args = parser.parse_args(argv)
+    names = args.only.split(",") if args.only else list(VARIANTS)
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        parser.error(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
+    stamp = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "command": shlex.join(["python", "bench/hops.py", *sys.argv[1:]]),
+    }
+    for name in names:
+        try:
+            samples = VARIANTS[name](args.rounds)
+        except OSError as exc:  # psycopg's errors are OSErrors too
+            print(f"{name}: left out: {exc}", file=sys.stderr)
+            continue
+        record = {"variant": name, "rounds": args.rounds, **percentiles(samples), **stamp}
+        line = json.dumps(record)
+        print(line, flush=True)
+        if args.out:
+            with args.out.open("a") as f:
+                f.write(line + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
