@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 from multiprocessing import get_context
+from pathlib import Path
 
 import cloudpickle
 import pytest
@@ -15,7 +16,7 @@ from htcgrid.core.errors import InvalidInput
 from htcgrid.core.handlers import command_handler, import_handler, pickle_handler
 from htcgrid.core.model import Codec, FailureKind
 from htcgrid.worker.channel import Channel
-from htcgrid.worker.executor import ExecutorProcess, describe_exit_code, run_work
+from htcgrid.worker.executor import BlobFiles, ExecutorProcess, describe_exit_code, run_work
 from htcgrid.worker.handlers import CommandFailed, HandlerLoader, error_info, type_name
 from htcgrid.worker.heartbeat import InFlight
 from htcgrid.worker.protocol import Batch, Work, encoder, outcome_decoder
@@ -79,6 +80,36 @@ def test_run_work_with_msgpack_does_not_pickle_the_exception() -> None:
     assert outcome.error is not None
     assert outcome.error.type == "ModuleNotFoundError"
     assert outcome.error.exception is None
+
+
+def test_run_work_reads_and_writes_large_payloads_as_blob_files(tmp_path: Path) -> None:
+    files = BlobFiles(str(tmp_path), inline_limit=1000)
+    store = files.store()
+    store.put("s/input-a", pickle.dumps(b"ab" * 1000))
+    work = Work("s.0", 1, import_handler("operator:neg"), "pickle", b"", payload_ref="s/input-a")
+    loader = HandlerLoader()
+    # operator.neg of bytes raises: the input was read, and the error is the handler's
+    failed = run_work(loader, work, None, files, store)
+    assert failed.error is not None and failed.error.type == "TypeError"
+
+    work = Work("s.0", 1, import_handler("builtins:bytes"), "pickle", b"", payload_ref="s/input-a")
+    big = run_work(loader, work, None, files, store)
+    assert big.error is None and big.result is None and big.result_ref is not None
+    assert big.result_ref.startswith("s/")
+    assert pickle.loads(store.get(big.result_ref)) == b"ab" * 1000
+
+    small = Work("s.1", 1, import_handler("builtins:len"), "pickle", b"", payload_ref="s/input-a")
+    inline = run_work(loader, small, None, files, store)
+    assert inline.result_ref is None and pickle.loads(inline.result or b"") == 2000
+
+
+def test_run_work_reports_a_missing_input_blob_as_the_tasks_error(tmp_path: Path) -> None:
+    files = BlobFiles(str(tmp_path), inline_limit=1000)
+    work = Work("s.0", 2, import_handler("builtins:len"), "pickle", b"", payload_ref="s/gone")
+    outcome = run_work(HandlerLoader(), work, None, files, files.store())
+    assert outcome.error is not None and outcome.error.kind is FailureKind.ERROR
+    assert "cannot fetch the task's input" in outcome.error.message
+    assert (outcome.task_id, outcome.attempt) == ("s.0", 2)
 
 
 def test_error_info_names_non_builtin_types() -> None:

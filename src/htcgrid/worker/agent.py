@@ -19,12 +19,12 @@ import time
 from multiprocessing.connection import wait
 
 from htcgrid.backends.base import Backend
-from htcgrid.backends.blobs import is_task_input, new_blob_key
+from htcgrid.backends.blobs import FileBlobStore, is_task_input, new_blob_key
 from htcgrid.backends.registry import open_backend
 from htcgrid.core.errors import BackendUnavailable, GridError
 from htcgrid.core.model import Claim, Codec, Completion, ErrorInfo, FailureKind, Lease
 from htcgrid.core.retry import decide_failure, decide_success
-from htcgrid.worker.executor import Attempt
+from htcgrid.worker.executor import Attempt, BlobFiles
 from htcgrid.worker.handlers import type_name
 from htcgrid.worker.heartbeat import Heartbeat, InFlight
 from htcgrid.worker.pool import ExecutorPool, WorkerStats
@@ -86,6 +86,8 @@ class Worker:
         backend = self._given_backend or open_backend(s.store_url)
         beat_backend = self._given_backend or open_backend(s.store_url)
         self._backend = backend
+        if isinstance(backend.blobs, FileBlobStore):  # on this machine: executors share them
+            self._pool.files = BlobFiles(str(backend.blobs.root), s.inline_limit)
         heartbeat = Heartbeat(
             beat_backend, self.worker_id, self._in_flight, s.lease_ttl_s, self._wake
         )
@@ -155,6 +157,8 @@ class Worker:
                 self._fail(claim.lease, outcome)
             elif outcome.error is not None:
                 self._fail(claim.lease, outcome.error)
+            elif outcome.result_ref is not None:  # the executor stored it as a blob file
+                self._finished(decide_success(claim.lease, None, outcome.result_ref))
             else:
                 self._succeed(claim, outcome.result or b"")
         if self._done and not pool.held:
@@ -221,8 +225,12 @@ class Worker:
             self._fail(lease, ErrorInfo(kind=FailureKind.REFUSED, type="Refused", message=message))
             return None
         blobs = self._require_backend().blobs
+        # with blob files the executors read themselves, a large input goes by name
+        by_ref = claim.payload_ref is not None and self._pool.files is not None
         try:
-            payload = claim.payload if claim.payload_ref is None else blobs.get(claim.payload_ref)
+            payload = claim.payload
+            if claim.payload_ref is not None and not by_ref:
+                payload = blobs.get(claim.payload_ref)
             handler_blob = None
             if is_pickled:
                 handler_blob = self._handler_blobs.get(claim.handler)
@@ -245,6 +253,7 @@ class Worker:
             claim.codec.value,
             payload or b"",
             has_timeout=claim.timeout_s is not None,
+            payload_ref=claim.payload_ref if by_ref else None,
         )
         return Attempt(claim, work, handler_blob)
 

@@ -21,7 +21,7 @@ from multiprocessing import get_context
 from multiprocessing.connection import wait
 
 from htcgrid.core.model import Claim, ErrorInfo, FailureKind
-from htcgrid.worker.executor import Attempt, ExecutorProcess
+from htcgrid.worker.executor import Attempt, BlobFiles, ExecutorProcess
 from htcgrid.worker.pacing import Pacer
 from htcgrid.worker.protocol import AttemptKey, Batch, Outcome, Skip, encoder, outcome_decoder
 
@@ -66,6 +66,9 @@ class ExecutorPool:
         self.max_memory_mb = max_memory_mb
         self.max_batch = max_batch
         self.stats = stats
+        #: the blob files executors read inputs from and write results to, if any (set it
+        #: before :meth:`start`)
+        self.files: BlobFiles | None = None
         self.ready: deque[Attempt] = deque()  # claimed, not yet sent to an executor
         self._ctx = get_context("spawn")
         self._executors: list[ExecutorProcess] = []
@@ -219,7 +222,7 @@ class ExecutorPool:
 
     # -- internals ------------------------------------------------------------------------
     def _spawn(self, index: int) -> ExecutorProcess:
-        return ExecutorProcess(self._ctx, index, self.max_memory_mb)
+        return ExecutorProcess(self._ctx, index, self.max_memory_mb, self.files)
 
     def _receive(self, ex: ExecutorProcess) -> None:
         is_dead = False

@@ -18,7 +18,8 @@ AttemptKey = tuple[str, int]  # (task id, attempt): one attempt, on both sides o
 
 
 class Work(msgspec.Struct, frozen=True, array_like=True):
-    """One attempt to run: everything an executor needs, payload already fetched."""
+    """One attempt to run: everything an executor needs, payload already fetched -- or,
+    when the blob store is files the executor can read, named by ``payload_ref``."""
 
     task_id: str
     attempt: int
@@ -26,6 +27,7 @@ class Work(msgspec.Struct, frozen=True, array_like=True):
     codec: str
     payload: bytes
     has_timeout: bool = False  # the agent stops it after a deadline counted from its start
+    payload_ref: str | None = None  # read it from the shared blob files (payload is empty)
 
 
 class Batch(msgspec.Struct, frozen=True, array_like=True, tag="b"):
@@ -52,6 +54,7 @@ class Outcome(msgspec.Struct, frozen=True, array_like=True):
     duration_s: float = 0.0
     is_skipped: bool = False
     is_exiting: bool = False  # the executor exits after this (its state is unsafe to reuse)
+    result_ref: str | None = None  # the result, too large to inline, written as a blob file
 
 
 ToExecutor = Batch | Skip
