@@ -15,10 +15,11 @@ store, so the client's peak RSS and the grid's state start clean every time. ``-
 picks the store: ``sqlite`` (a file in a temporary directory, the default), ``redis`` (a new
 key prefix in database 14 of 127.0.0.1:6379), ``redis-aof`` (the same on 127.0.0.1:6380,
 the server with an append-only file) or ``postgres`` (a new schema in the ``test`` database
-of 127.0.0.1:5432). A Redis or PostgreSQL store is deleted (its keys, its schema) after the
-repetition, also when it failed. ``--store URL`` runs against a grid that is already serving
-that store instead (its workers are yours to start; only the sessions the run made are
-deleted afterwards).
+of 127.0.0.1:5432); ``redis-files`` and ``postgres-files`` are the same stores with their
+blobs as files in a temporary directory (``?blobs=DIR``). A Redis or PostgreSQL store is
+deleted (its keys, its schema, its blob directory) after the repetition, also when it
+failed. ``--store URL`` runs against a grid that is already serving that store instead (its
+workers are yours to start; only the sessions the run made are deleted afterwards).
 
 W7 is scale-out: W1 and W3 with 1, 2, 4 and 8 worker processes (``--scale-out-workers``),
 one line per (workload, worker count), labelled ``W7:W1`` and ``W7:W3``.
@@ -34,7 +35,9 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import shutil
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -55,19 +58,24 @@ from htcgrid.core.errors import InvalidInput
 __all__ = ["delete_store", "fresh_store", "fresh_store_url", "machine", "main"]
 
 BASE_WORKLOADS = ("W1", "W2", "W3", "W4")
-BACKENDS = ("sqlite", "redis", "redis-aof", "postgres")
+BACKENDS = ("sqlite", "redis", "redis-aof", "postgres", "redis-files", "postgres-files")
 REDIS_SERVERS = {"redis": "redis://127.0.0.1:6379/14", "redis-aof": "redis://127.0.0.1:6380/14"}
 POSTGRES_SERVER = "postgresql://postgres@127.0.0.1:5432/test"
 
 
 # -- fresh stores ----------------------------------------------------------------------------
 def fresh_store_url(backend: str) -> str | None:
-    """A new, empty store's URL for one repetition (None: the child makes a SQLite one)."""
+    """A new, empty store's URL for one repetition (None: the child makes a SQLite one).
+    A ``-files`` backend keeps its blobs as files in a new temporary directory."""
     tag = uuid.uuid4().hex
+    blobs = ""
+    if backend.endswith("-files"):
+        backend = backend.removesuffix("-files")
+        blobs = f"&blobs={Path(tempfile.gettempdir()) / f'htcgrid-bench-blobs-{tag}'}"
     if backend in REDIS_SERVERS:
-        return f"{REDIS_SERVERS[backend]}?prefix=bench-{tag}"
+        return f"{REDIS_SERVERS[backend]}?prefix=bench-{tag}{blobs}"
     if backend == "postgres":
-        return f"{POSTGRES_SERVER}?schema=bench_{tag}"
+        return f"{POSTGRES_SERVER}?schema=bench_{tag}{blobs}"
     return None
 
 
@@ -76,6 +84,9 @@ def delete_store(backend: str, url: str) -> None:
     the store, ``{prefix}:...``, and of its sessions, ``{prefix:session}:...``), or the
     PostgreSQL schema."""
     options = dict(part.split("=", 1) for part in url.partition("?")[2].split("&") if part)
+    if "blobs" in options and "htcgrid-bench-blobs-" in options["blobs"]:
+        shutil.rmtree(options["blobs"], ignore_errors=True)
+    backend = backend.removesuffix("-files")
     if backend in REDIS_SERVERS:
         import redis
 

@@ -1,8 +1,9 @@
 """Large inputs and results through real workers on every store: the two ways they travel.
 
-With the embedded store the blobs are files on the worker's machine, and executors read the
-input and write the result themselves (the agent passes names); with Redis and PostgreSQL
-the agent fetches and stores the bytes and hands them to the executor through its socket.
+When the blobs are files (the embedded store, or a Redis or PostgreSQL store opened with
+``?blobs=DIR``), executors read the input and write the result themselves and the agent
+passes names; with blobs in Redis or PostgreSQL the agent fetches and stores the bytes and
+hands them to the executor through its socket.
 """
 
 from __future__ import annotations
@@ -14,15 +15,21 @@ import pytest
 import htcgrid
 from htcgrid import EmbeddedGrid
 from htcgrid.backends.blobs import FileBlobStore
+from htcgrid.backends.registry import open_backend
 from tests.integration import handlers
 from tests.stores import open_store
 
 MIB = 1024 * 1024
 
 
-@pytest.mark.parametrize("name", ["sqlite", "redis", "postgres"])
+@pytest.mark.parametrize("name", ["sqlite", "redis", "postgres", "redis-files", "postgres-files"])
 def test_megabyte_inputs_and_results_arrive_whole(name: str, tmp_path: Path) -> None:
-    store = open_store(name, tmp_path / "store")
+    backend, _, files = name.partition("-")
+    store = open_store(backend, tmp_path / "store")
+    if files:  # the same store with its blobs as files
+        url = f"{store.url}&blobs={tmp_path / 'blobs'}"
+        store.close()
+        store = open_backend(url)
     inputs = [bytes([i]) * MIB + bytes(range(256)) for i in range(6)]
     try:
         with (
@@ -34,11 +41,24 @@ def test_megabyte_inputs_and_results_arrive_whole(name: str, tmp_path: Path) -> 
             assert [f.result(timeout=60) for f in futures] == inputs
             records = store.tasks([f.task_id for f in futures])
             assert all(r.result_ref is not None and r.result is None for r in records)
+            assert isinstance(store.blobs, FileBlobStore) == (backend == "sqlite" or bool(files))
             if isinstance(store.blobs, FileBlobStore):
-                # the executors wrote the results; each task's input file is gone
-                files = sorted(p.name for p in (store.blobs.root / session.session_id).iterdir())
-                assert [f for f in files if f.startswith("output-")] and not [
-                    f for f in files if f.startswith(("input-", "."))
-                ], files
+                # the results are files; each task's input file is gone, no temporary is left
+                session_dir = store.blobs.root / session.session_id
+                names = sorted(p.name for p in session_dir.iterdir())
+                assert [n for n in names if n.startswith("output-")], names
+                assert not [n for n in names if n.startswith(("input-", "."))], names
+                store.delete_session(session.session_id)
+                assert not session_dir.exists()  # deleting the session took its files
     finally:
         store.close()
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [("blobs=relative/dir", "absolute directory"), ("blobs=/a&blobs=/b", "absolute directory")],
+)
+def test_a_bad_blob_directory_is_refused_when_the_store_opens(query: str, message: str) -> None:
+    for url in (f"redis://127.0.0.1:6379/15?{query}", f"postgresql://u@h/db?{query}"):
+        with pytest.raises(htcgrid.InvalidInput, match=message):
+            open_backend(url)

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
+from urllib.parse import unquote
 
 from htcgrid.core.errors import InvalidInput, NotFound
 from htcgrid.core.ids import check_session_id
@@ -107,6 +108,38 @@ class MemoryBlobStore:
         with self._lock:
             for key in [k for k in self._data if k.startswith(prefix)]:
                 del self._data[key]
+
+
+#: The store URL option that keeps a Redis or PostgreSQL store's blobs as files instead.
+BLOB_DIR_OPTION = "blobs"
+
+
+def take_blob_dir(url: str) -> tuple[str, Path | None]:
+    """Split ``blobs=/absolute/dir`` off a store URL's query: (the URL without it, the
+    directory or None). The rest of the query is kept byte for byte (libpq reads it)."""
+    head, sep, query = url.partition("?")
+    if not sep:
+        return url, None
+    items = [item for item in query.split("&") if item]
+    ours = [item for item in items if item.partition("=")[0] == BLOB_DIR_OPTION]
+    if not ours:
+        return url, None
+    values = [unquote(item.partition("=")[2]) for item in ours]
+    if len(values) > 1 or not values[0] or not Path(values[0]).is_absolute():
+        raise InvalidInput(
+            f"the store URL option {BLOB_DIR_OPTION}= takes one absolute directory path, "
+            f"not {', '.join(map(repr, values))}: the same path on every machine of the grid"
+        )
+    rest = "&".join(item for item in items if item not in ours)
+    return head + ("?" + rest if rest else ""), Path(values[0])
+
+
+def open_blob_dir(root: Path) -> FileBlobStore:
+    """The file blob store at ``root`` (made if missing); InvalidInput if it cannot be."""
+    try:
+        return FileBlobStore(root)
+    except OSError as exc:
+        raise InvalidInput(f"cannot use {root} as the blob directory: {exc}") from exc
 
 
 class FileBlobStore:

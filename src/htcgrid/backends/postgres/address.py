@@ -24,8 +24,10 @@ class Address:
     schema: str
 
     @classmethod
-    def parse(cls, url: str) -> Address:
-        """Split ``postgresql://...?schema=NAME`` into a libpq URL and the schema name."""
+    def parse(cls, url: str, full_url: str | None = None) -> Address:
+        """Split ``postgresql://...?schema=NAME`` into a libpq URL and the schema name;
+        ``full_url``, if given, is the URL as the user wrote it, with options of the store's
+        other parts (``blobs=``) that ``url`` had taken off."""
         parts = urlsplit(url)
         if parts.scheme not in ("postgresql", "postgres"):
             raise InvalidInput(f"not a PostgreSQL URL: {url!r}")
@@ -42,7 +44,8 @@ class Address:
                 "not starting with a digit"
             )
         rest = "&".join(item for item in options if item not in ours)
-        return cls(url=url, conninfo=urlunsplit(parts._replace(query=rest)), schema=schema)
+        conninfo = urlunsplit(parts._replace(query=rest))
+        return cls(url=full_url or url, conninfo=conninfo, schema=schema)
 
     @property
     def quoted_schema(self) -> str:

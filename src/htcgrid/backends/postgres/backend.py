@@ -22,7 +22,7 @@ import msgspec
 
 from htcgrid.backends import rows as convert
 from htcgrid.backends.base import Capabilities, LeaseKey, check_batch_size, drifting
-from htcgrid.backends.blobs import GridBlobStore
+from htcgrid.backends.blobs import GridBlobStore, open_blob_dir, take_blob_dir
 from htcgrid.core.errors import BackendUnavailable, InvalidInput, NotFound
 from htcgrid.core.ids import check_session_id, task_id
 from htcgrid.core.model import (
@@ -71,12 +71,14 @@ class PostgresBackend:
     """
 
     def __init__(self, url: str) -> None:
-        self._address = Address.parse(url)
+        rest, blob_dir = take_blob_dir(url)
+        self._address = Address.parse(rest, url)
         self._db = Connections(self._address)
         self._sql = Sql().bound(self._address.quoted_schema)
         self._work_channel = self._address.channel("work")
         self._finished_channel = self._address.channel("finished")
-        self._blobs = PostgresBlobStore(self._db, self._sql)
+        self._files = None if blob_dir is None else open_blob_dir(blob_dir)
+        self._blobs: GridBlobStore = self._files or PostgresBlobStore(self._db, self._sql)
         self._spec_decoder = msgspec.msgpack.Decoder(SessionSpec)
         self._error_decoder = msgspec.msgpack.Decoder(ErrorInfo)
         self._encoder = msgspec.msgpack.Encoder()
@@ -141,6 +143,8 @@ class PostgresBackend:
             conn.execute(self._sql.delete_session, params)
 
         self._db.transaction(delete)
+        if self._files is not None:
+            self._files.delete_session(session_id)
 
     # -- tasks ----------------------------------------------------------------------------
     def submit(

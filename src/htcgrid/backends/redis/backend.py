@@ -22,7 +22,7 @@ import msgspec
 from redis.exceptions import ResponseError
 
 from htcgrid.backends.base import Capabilities, LeaseKey, check_batch_size, drifting
-from htcgrid.backends.blobs import GridBlobStore
+from htcgrid.backends.blobs import GridBlobStore, open_blob_dir, take_blob_dir
 from htcgrid.backends.redis.blobs import RedisBlobStore
 from htcgrid.backends.redis.link import Cmd, Eval, Link
 from htcgrid.backends.redis.readiness import Readiness
@@ -129,11 +129,13 @@ class RedisBackend:
     """
 
     def __init__(self, url: str) -> None:
-        redis_url, prefix = split_url(url)
+        rest, blob_dir = take_blob_dir(url)
+        redis_url, prefix = split_url(rest)
         self._url = url
         self._link = Link(redis_url)
         self._keys = StoreKeys(prefix)
-        self._blobs = RedisBlobStore(self._link, self._keys)
+        self._files = None if blob_dir is None else open_blob_dir(blob_dir)
+        self._blobs: GridBlobStore = self._files or RedisBlobStore(self._link, self._keys)
         self._encoder = msgspec.msgpack.Encoder()
         self._spec_decoder = msgspec.msgpack.Decoder(SessionSpec)
         self._state_decoder = msgspec.msgpack.Decoder(State)
@@ -207,6 +209,8 @@ class RedisBackend:
         # not repeated automatically: a repeat after a lost answer would say NotFound
         if not self._link.once(lambda: self._link.call(DELETE, k.all(), [k.blob_prefix])):
             raise NotFound(f"no session {session_id}")
+        if self._files is not None:
+            self._files.delete_session(session_id)
         with self._lock:
             for key in [key for key in self._prefetched if key[0] == session_id]:
                 del self._prefetched[key]
