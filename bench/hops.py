@@ -107,16 +107,21 @@ def pipe_pair() -> tuple[tuple[int, int], tuple[int, int]]:
     return (down_w, down_r), (up_w, up_r)
 
 
+def ping(rounds: int, write_fd: int, read_fd: int) -> list[float]:
+    """Time a byte written to ``write_fd`` until its answer is read from ``read_fd``."""
+
+    def one() -> None:
+        os.write(write_fd, b"x")
+        os.read(read_fd, 64)
+
+    return timed(rounds, one)
+
+
 def run_pipe(rounds: int) -> list[float]:
     (down_w, down_r), (up_w, up_r) = pipe_pair()
     pid = fork(echo, down_r, up_w, close=[down_w, up_r])
-
-    def one() -> None:
-        os.write(down_w, b"x")
-        os.read(up_r, 64)
-
     try:
-        return timed(rounds, one)
+        return ping(rounds, down_w, up_r)
     finally:
         os.close(down_w)
         os.waitpid(pid, 0)
@@ -127,13 +132,8 @@ def run_processes(rounds: int) -> list[float]:
     executor = fork(echo, ex_r, ex_up_w, close=[ex_w, ex_up_r])
     (ag_w, ag_r), (ag_up_w, ag_up_r) = pipe_pair()
     agent = fork(relay, ag_r, ag_up_w, (ex_w, ex_up_r), close=[ag_w, ag_up_r, ex_r, ex_up_w])
-
-    def one() -> None:
-        os.write(ag_w, b"x")
-        os.read(ag_up_r, 64)
-
     try:
-        return timed(rounds, one)
+        return ping(rounds, ag_w, ag_up_r)
     finally:
         os.close(ag_w)
         os.waitpid(agent, 0)
