@@ -492,8 +492,13 @@ class RedisBackend:
         """Claim by fair share from the ready sessions; ``woken``: a wake token brought us
         here, so pass one on if we leave work behind."""
         claims, left, again = self._claim_ready(worker_id, max_tasks, lease_ttl_s, now)
-        if again:  # tasks came while we dropped their session from the hint: look once more
-            claims, left, _ = self._claim_ready(worker_id, max_tasks, lease_ttl_s, now)
+        if again and len(claims) < max_tasks:
+            # tasks came while we dropped their session from the hint: look once more
+            more, more_left, _ = self._claim_ready(
+                worker_id, max_tasks - len(claims), lease_ttl_s, now
+            )
+            claims += more
+            left += more_left
         if woken and left:
             # a token woke us and we leave work behind: wake the next idle worker
             self._link.run(self._readiness.wake_one())
