@@ -146,8 +146,6 @@ class RedisBackend:
         # pages of finished tasks fetched by wait_for_finished, by (session, after)
         self._lock = threading.Lock()
         self._prefetched: dict[tuple[str, int], list[TaskRecord]] = {}
-        # wake-up state of the one worker that claims through this handle
-        self._woken = False  # the last wait ended on a wake token
         self._next_due: float | None = None  # earliest delayed retry the last claim saw
         # not repeated: a wrong URL (a TLS port, a firewalled host) should fail fast
         self._capabilities = Capabilities(
@@ -254,7 +252,7 @@ class RedisBackend:
         data = b"".join(states) + b"".join(inputs)
         calls: list[Eval | Cmd] = [Eval(SUBMIT, k.submit_keys(), [head, data])]
         if tasks:
-            calls += self._readiness.mark([session_id])
+            calls += self._readiness.mark([session_id], len(tasks))
         reply = self._link.safely(lambda: self._link.run(calls))[0]
         if reply[0] == -1:
             raise NotFound(f"no session {session_id}")
@@ -271,10 +269,7 @@ class RedisBackend:
         # safe to repeat: a claim whose answer was lost leaves its tasks running under
         # leases nobody renews, and the reaper retries them when the leases expire
         clock = drifting(now)  # a claim that gets through late still grants a full lease
-        woken, self._woken = self._woken, False
-        return self._link.safely(
-            lambda: self._claim(worker_id, max_tasks, lease_ttl_s, clock(), woken)
-        )
+        return self._link.safely(lambda: self._claim(worker_id, max_tasks, lease_ttl_s, clock()))
 
     def renew(
         self, worker_id: str, leases: Sequence[LeaseKey], lease_ttl_s: float, now: float
@@ -412,10 +407,7 @@ class RedisBackend:
     def wait_for_work(self, timeout_s: float) -> None:
         deadline = time.monotonic() + max(0.0, timeout_s)
 
-        def wait() -> None:
-            self._woken = self._readiness.wait_for_work(deadline, self._next_due)
-
-        self._wait_out(wait, deadline)
+        self._wait_out(lambda: self._readiness.wait_for_work(deadline, self._next_due), deadline)
 
     def wait_for_finished(self, session_id: str, after: int, timeout_s: float) -> None:
         """Block on the session's events stream; the first page past ``after`` comes back in
@@ -486,33 +478,23 @@ class RedisBackend:
             spec = self._specs[data] = self._spec_decoder.decode(data)
         return spec
 
-    def _claim(
-        self, worker_id: str, max_tasks: int, lease_ttl_s: float, now: float, woken: bool
-    ) -> list[Claim]:
-        """Claim by fair share from the ready sessions; ``woken``: a wake token brought us
-        here, so pass one on if we leave work behind."""
-        claims, left, again = self._claim_ready(worker_id, max_tasks, lease_ttl_s, now)
+    def _claim(self, worker_id: str, max_tasks: int, lease_ttl_s: float, now: float) -> list[Claim]:
+        """Claim by fair share from the ready sessions (see :meth:`_claim_ready`)."""
+        claims, again = self._claim_ready(worker_id, max_tasks, lease_ttl_s, now)
         if again and len(claims) < max_tasks:
             # tasks came while we dropped their session from the hint: look once more
-            more, more_left, _ = self._claim_ready(
-                worker_id, max_tasks - len(claims), lease_ttl_s, now
-            )
-            claims += more
-            left += more_left
-        if woken and left:
-            # a token woke us and we leave work behind: wake the next idle worker
-            self._link.run(self._readiness.wake_one())
+            claims += self._claim_ready(worker_id, max_tasks - len(claims), lease_ttl_s, now)[0]
         return claims
 
     def _claim_ready(
         self, worker_id: str, max_tasks: int, lease_ttl_s: float, now: float
-    ) -> tuple[list[Claim], int, bool]:
-        """One claim over the ready hint: the claims, how many tasks the claimed sessions
-        have left, and whether dropping the drained sessions found new tasks."""
+    ) -> tuple[list[Claim], bool]:
+        """One claim over the ready hint: the claims, and whether dropping the drained
+        sessions found new tasks."""
         self._next_due = None
         session_ids = self._readiness.ready()
         if not session_ids:
-            return [], 0, False
+            return [], False
         drained: dict[str, int] = {}  # session -> pending count seen
         if len(session_ids) == 1:
             # fair share has nothing to split: skip the candidate read (a round trip) and
@@ -526,7 +508,6 @@ class RedisBackend:
             k = self._keys.session(s)
             claim_calls.append(Eval(CLAIM, k.claim_keys(), [n, worker_id, expiry, _num(now)]))
         claims: list[Claim] = []
-        left = 0
         for (s, _), reply in zip(plan, self._link.run(claim_calls), strict=True):
             if not reply:  # deleted since the plan
                 drained.setdefault(s, 0)
@@ -539,14 +520,13 @@ class RedisBackend:
                 if due := float(reply[2]):
                     self._next_due = due if self._next_due is None else min(self._next_due, due)
                 continue
-            left += int(reply[1])
             spec = self._spec(reply[0])
             claims += (
                 self._claim_of(s, spec, reply[j], reply[j + 1], reply[j + 2])
                 for j in range(3, len(reply), 3)
             )
         again = self._readiness.drop(drained) if drained else False
-        return claims, left, again
+        return claims, again
 
     def _plan(
         self, session_ids: list[str], max_tasks: int, now: float, drained: dict[str, int]
@@ -629,7 +609,8 @@ class RedisBackend:
             for s, r in rows.items()
         ]
         if retried:
-            calls += self._readiness.mark(retried)
+            n_retried = sum(1 for c in completions if c.state is TaskState.PENDING)
+            calls += self._readiness.mark(retried, n_retried)
         # safe to repeat: an outcome applied before the answer was lost is then refused by
         # the fence (reported False) but stays applied
         replies = self._link.safely(lambda: self._link.run(calls))

@@ -6,13 +6,13 @@ These are hints, kept outside the scripts so no script touches two Cluster slots
   their session after their script ran; claims drop sessions found drained, then re-check
   them, so a submit racing the drop is never lost. A hint lost with a broken connection is
   healed by a periodic rescan of every session's counters.
-* ``{prefix}:wake`` (LIST, at most ``WAKE_TOKENS`` kept): a token per submit or retry,
-  popped by a waiting worker with ``BLPOP``. A token pushed while nobody waits stays in the
-  list, so a submit between a worker's empty claim and its block is not missed. A token wakes
-  **one** waiter: a submit of one task does not wake every idle worker of the grid to race
-  for it (on a small machine the losers' round trips slow the winner). A woken worker that
-  leaves tasks behind passes a token on, so a large submit still reaches every idle worker,
-  one wake-up after the other.
+* ``{prefix}:wake`` (LIST, at most ``WAKE_TOKENS`` kept): tokens popped by waiting workers
+  with ``BLPOP``, one per new task up to ``WAKE_TOKENS`` per submit or batch of retries. A
+  token pushed while nobody waits stays in the list, so a submit between a worker's empty
+  claim and its block is not missed. A token wakes **one** waiter: a submit of one task does
+  not wake every idle worker of the grid to race for it (on a small machine the losers'
+  round trips slow the winner), while a large submit wakes up to ``WAKE_TOKENS`` at once;
+  further idle workers join at the end of their wait (``idle_wait_s``).
 * ``{prefix:session}:events`` (STREAM, one entry kept, written by the scripts in the same
   slot): entry ID ``<last_done_seq>-0``, so ``XREAD`` past ``<after>-0`` returns at once if
   the session already finished a task past ``after``, and otherwise blocks until it does.
@@ -29,9 +29,8 @@ from htcgrid.backends.redis.schema import SessionKeys, StoreKeys
 #: How often a handle rebuilds the ready hint from every session's counters.
 HEAL_INTERVAL_S = 30.0
 
-#: Most wake tokens kept: enough for a burst of submits to wake that many idle workers at
-#: once; beyond it, woken workers pass tokens on. Tokens left when nobody waits cost a later
-#: waiter one empty claim each.
+#: Most wake tokens one submit pushes, and the list keeps: how many idle workers a large
+#: submit wakes at once. Tokens left when nobody waits cost a later waiter one empty claim.
 WAKE_TOKENS = 8
 
 #: How long the ready set read along with a wake-up stands in for a fresh read.
@@ -61,15 +60,15 @@ class Readiness:
         members = self._link.run([Cmd("ZRANGE", self._keys.sessions, 0, -1)])[0]
         return [m.decode() for m in members]
 
-    def mark(self, session_ids: list[str]) -> list[Eval | Cmd]:
-        """Commands that mark sessions ready and wake one waiting worker; send them in the
-        same pipeline as, and after, the script that made the work."""
-        return [Cmd("SADD", self._keys.ready, *session_ids), *self.wake_one()]
-
-    def wake_one(self) -> list[Eval | Cmd]:
-        """Commands that wake one waiting worker (or the next one to wait)."""
+    def mark(self, session_ids: list[str], n_tasks: int) -> list[Eval | Cmd]:
+        """Commands that mark sessions ready and wake a waiting worker per task (at most
+        WAKE_TOKENS); send them in the same pipeline as, and after, the script that made the
+        ``n_tasks`` claimable. They go in the same round trip: nothing is sent between a
+        store call and its answer to the caller."""
+        tokens = [1] * max(1, min(n_tasks, WAKE_TOKENS))
         return [
-            Cmd("LPUSH", self._keys.wake, 1),
+            Cmd("SADD", self._keys.ready, *session_ids),
+            Cmd("LPUSH", self._keys.wake, *tokens),
             Cmd("LTRIM", self._keys.wake, 0, WAKE_TOKENS - 1),
         ]
 
@@ -94,10 +93,10 @@ class Readiness:
         counts = self._add_pending(list(seen))
         return any(n > seen[s] for s, n in counts.items())
 
-    def wait_for_work(self, deadline: float, next_due: float | None) -> bool:
+    def wait_for_work(self, deadline: float, next_due: float | None) -> None:
         """Block until a wake token arrives, the earliest delayed retry is due (``next_due``,
         wall clock, as the caller's last empty claim saw it), or ``deadline`` (monotonic)
-        passes. True if a token woke us: the caller should pass one on if it leaves work.
+        passes.
 
         No check for work comes first: the caller has just claimed and found none, and a
         submit since then left its token in the list."""
@@ -112,8 +111,7 @@ class Readiness:
             token, ready = self._link.run([pop, Cmd("SMEMBERS", self._keys.ready)])
             if token:
                 self._woke_with = (time.monotonic(), [_text(s) for s in ready])
-                return True
-        return False
+                return
 
     def forget(self, k: SessionKeys) -> None:
         """Forget that the session exists (it was deleted through this handle)."""
