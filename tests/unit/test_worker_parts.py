@@ -89,24 +89,24 @@ def test_run_work_reads_and_writes_large_payloads_as_blob_files(tmp_path: Path) 
     work = Work("s.0", 1, import_handler("operator:neg"), "pickle", b"", payload_ref="s/input-a")
     loader = HandlerLoader()
     # operator.neg of bytes raises: the input was read, and the error is the handler's
-    failed = run_work(loader, work, None, files, store)
+    failed = run_work(loader, work, None, store, files.inline_limit)
     assert failed.error is not None and failed.error.type == "TypeError"
 
     work = Work("s.0", 1, import_handler("builtins:bytes"), "pickle", b"", payload_ref="s/input-a")
-    big = run_work(loader, work, None, files, store)
+    big = run_work(loader, work, None, store, files.inline_limit)
     assert big.error is None and big.result is None and big.result_ref is not None
     assert big.result_ref.startswith("s/")
     assert pickle.loads(store.get(big.result_ref)) == b"ab" * 1000
 
     small = Work("s.1", 1, import_handler("builtins:len"), "pickle", b"", payload_ref="s/input-a")
-    inline = run_work(loader, small, None, files, store)
+    inline = run_work(loader, small, None, store, files.inline_limit)
     assert inline.result_ref is None and pickle.loads(inline.result or b"") == 2000
 
 
 def test_run_work_reports_a_missing_input_blob_as_the_tasks_error(tmp_path: Path) -> None:
     files = BlobFiles(str(tmp_path), inline_limit=1000)
     work = Work("s.0", 2, import_handler("builtins:len"), "pickle", b"", payload_ref="s/gone")
-    outcome = run_work(HandlerLoader(), work, None, files, files.store())
+    outcome = run_work(HandlerLoader(), work, None, files.store(), files.inline_limit)
     assert outcome.error is not None and outcome.error.kind is FailureKind.ERROR
     assert "cannot fetch the task's input" in outcome.error.message
     assert (outcome.task_id, outcome.attempt) == ("s.0", 2)

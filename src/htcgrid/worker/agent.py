@@ -25,7 +25,7 @@ from htcgrid.core.errors import BackendUnavailable, GridError
 from htcgrid.core.model import Claim, Codec, Completion, ErrorInfo, FailureKind, Lease
 from htcgrid.core.retry import decide_failure, decide_success
 from htcgrid.worker.executor import Attempt, BlobFiles
-from htcgrid.worker.handlers import type_name
+from htcgrid.worker.handlers import blob_error
 from htcgrid.worker.heartbeat import Heartbeat, InFlight
 from htcgrid.worker.pool import ExecutorPool, WorkerStats
 from htcgrid.worker.protocol import AttemptKey, Work
@@ -240,9 +240,8 @@ class Worker:
                         self._handler_blobs.clear()
                     self._handler_blobs[claim.handler] = handler_blob
         except (GridError, OSError) as exc:
-            message = f"cannot fetch the task's input or handler from the blob store: {exc}"
-            error = ErrorInfo(kind=FailureKind.ERROR, type=type_name(exc), message=message)
-            self._fail(lease, error)
+            doing = "fetch the task's input or handler from the blob store"
+            self._fail(lease, blob_error(doing, exc))
             return None
         if claim.payload_ref is not None and is_task_input(claim.payload_ref):
             self._inputs[(lease.task_id, lease.attempt)] = claim.payload_ref
@@ -266,9 +265,8 @@ class Worker:
         try:
             self._require_backend().blobs.put(key, result)
         except (GridError, OSError) as exc:
-            message = f"cannot store the {len(result):,}-byte result in the blob store: {exc}"
-            error = ErrorInfo(kind=FailureKind.ERROR, type=type_name(exc), message=message)
-            self._fail(lease, error)
+            doing = f"store the {len(result):,}-byte result in the blob store"
+            self._fail(lease, blob_error(doing, exc))
             return
         self._finished(decide_success(lease, None, key))
 

@@ -29,9 +29,9 @@ from htcgrid import codec as codecs
 from htcgrid.backends.blobs import FileBlobStore, new_blob_key
 from htcgrid.core.errors import GridError, NotFound
 from htcgrid.core.ids import split_task_id
-from htcgrid.core.model import Claim, Codec, ErrorInfo, FailureKind
+from htcgrid.core.model import Claim, Codec
 from htcgrid.worker.channel import Channel, frame
-from htcgrid.worker.handlers import HandlerLoader, error_info, type_name
+from htcgrid.worker.handlers import HandlerLoader, blob_error, error_info
 from htcgrid.worker.malloc import keep_freed_memory
 from htcgrid.worker.pacing import QUEUED_WORK_S
 from htcgrid.worker.protocol import (
@@ -75,6 +75,7 @@ def executor_main(
     _isolate(agent_pid, max_memory_mb)
     keep_freed_memory(max_memory_mb)
     blobs = None if files is None else files.store()
+    inline_limit = 0 if files is None else files.inline_limit
     channel = Channel(sock)
     try:
         channel.send(b"")  # ready: attempt timeouts start counting from here
@@ -104,7 +105,7 @@ def executor_main(
                 skipped.discard((work.task_id, work.attempt))
                 outcome = Outcome(work.task_id, work.attempt, is_skipped=True)
             else:
-                outcome = run_work(loader, work, max_memory_mb, files, blobs)
+                outcome = run_work(loader, work, max_memory_mb, blobs, inline_limit)
             held.add(encoder.encode(outcome), outcome.duration_s)
             if todo and may_hold(work, outcome, todo[0]) and held.may_wait():
                 held.hold()
@@ -201,11 +202,12 @@ def run_work(
     loader: HandlerLoader,
     work: Work,
     max_memory_mb: int | None,
-    files: BlobFiles | None = None,
     blobs: FileBlobStore | None = None,
+    inline_limit: int = 0,
 ) -> Outcome:
-    """Run one task's handler on its decoded input and encode what it returns; with
-    ``files``, read a ``payload_ref`` input from them and write a large result to them."""
+    """Run one task's handler on its decoded input and encode what it returns; with the
+    grid's blob files ``blobs``, read a ``payload_ref`` input from them and write a result
+    over ``inline_limit`` bytes to them."""
     started = time.perf_counter()
     payload = work.payload
     if work.payload_ref is not None:
@@ -214,8 +216,7 @@ def run_work(
                 raise NotFound("this executor was given no blob files to read inputs from")
             payload = blobs.get(work.payload_ref)
         except (GridError, OSError) as exc:
-            message = f"cannot fetch the task's input from the blob store: {exc}"
-            error = ErrorInfo(kind=FailureKind.ERROR, type=type_name(exc), message=message)
+            error = blob_error("fetch the task's input from the blob store", exc)
             return Outcome(work.task_id, work.attempt, error=error)
     try:
         codec = _CODECS[work.codec]
@@ -234,14 +235,13 @@ def run_work(
             work.task_id, work.attempt, error=error_info(exc, work.codec), duration_s=elapsed
         )
     elapsed = time.perf_counter() - started
-    if files is None or blobs is None or len(result) <= files.inline_limit:
+    if blobs is None or len(result) <= inline_limit:
         return Outcome(work.task_id, work.attempt, result=result, duration_s=elapsed)
     key = new_blob_key(split_task_id(work.task_id)[0], "output")
     try:
         blobs.put(key, result)
     except (GridError, OSError) as exc:
-        message = f"cannot store the {len(result):,}-byte result in the blob store: {exc}"
-        error = ErrorInfo(kind=FailureKind.ERROR, type=type_name(exc), message=message)
+        error = blob_error(f"store the {len(result):,}-byte result in the blob store", exc)
         return Outcome(work.task_id, work.attempt, error=error, duration_s=elapsed)
     return Outcome(work.task_id, work.attempt, result_ref=key, duration_s=elapsed)
 

@@ -115,6 +115,11 @@ def type_name(exc: BaseException) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
+def blob_error(doing: str, exc: BaseException) -> ErrorInfo:
+    """The task's error when the blob store failed it: ``cannot <doing>: <what happened>``."""
+    return ErrorInfo(kind=FailureKind.ERROR, type=type_name(exc), message=f"cannot {doing}: {exc}")
+
+
 def error_info(exc: BaseException, codec: str) -> ErrorInfo:
     """Describe a handler's exception; pickle it too when the task speaks pickle."""
     pickled: bytes | None = None

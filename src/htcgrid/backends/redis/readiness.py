@@ -21,6 +21,7 @@ These are hints, kept outside the scripts so no script touches two Cluster slots
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from htcgrid.backends.redis.link import Cmd, Eval, Link
@@ -102,9 +103,7 @@ class Readiness:
         submit since then left its token in the list."""
         if next_due is not None:
             deadline = min(deadline, time.monotonic() + max(0.0, next_due - time.time()))
-        step_s = self._link.block_step_s
-        while (left := deadline - time.monotonic()) > 0:
-            wait_s = left if step_s is None else min(left, step_s)
+        for wait_s in self._steps(deadline):
             # BLPOP takes seconds as a float (Redis >= 6); 1 ms is its finest useful grain;
             # the ready set is read as soon as it returns, for the claim that follows
             pop = Cmd("BLPOP", self._keys.wake, max(0.001, round(wait_s, 3)))
@@ -130,16 +129,21 @@ class Readiness:
                 self._known.clear()
             self._known.add(k.meta)
         after_id = f"{max(0, after)}-0"
-        step_s = self._link.block_step_s
         reply = None
-        while (left := deadline - time.monotonic()) > 0:
-            wait_s = left if step_s is None else min(left, step_s)
+        for wait_s in self._steps(deadline):
             block_ms = max(1, int(wait_s * 1000))
             read = Cmd("XREAD", "COUNT", 1, "BLOCK", block_ms, "STREAMS", k.events, after_id)
             event, reply = self._link.run([read, then])
             if event:
                 break
         return reply
+
+    def _steps(self, deadline: float) -> Iterator[float]:
+        """Seconds to block for, again and again until ``deadline`` (monotonic) passes, in
+        steps short enough not to trip the connection's socket timeout."""
+        step_s = self._link.block_step_s
+        while (left := deadline - time.monotonic()) > 0:
+            yield left if step_s is None else min(left, step_s)
 
     def _ready_ids(self) -> list[str]:
         return [_text(s) for s in self._link.run([Cmd("SMEMBERS", self._keys.ready)])[0]]
