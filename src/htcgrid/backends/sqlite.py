@@ -14,6 +14,7 @@ range delete.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import sqlite3
 import threading
@@ -22,14 +23,14 @@ import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
 
 from htcgrid.backends import rows as convert
 from htcgrid.backends.base import Capabilities, LeaseKey, check_batch_size
 from htcgrid.backends.blobs import FileBlobStore, GridBlobStore
-from htcgrid.backends.commitwatch import CommitWatch, open_watch
+from htcgrid.backends.wakefiles import Bells, Wake, Watch, open_watch
 from htcgrid.core.errors import BackendUnavailable, InvalidInput, NotFound
 from htcgrid.core.fairshare import Candidate, plan_claim
 from htcgrid.core.ids import check_session_id, split_task_id, task_id
@@ -167,8 +168,6 @@ _LOCK_LAST_PAUSE_S = 0.001  # ...doubling up to this
 _NEVER = float("inf")
 _FIRST_PAUSE_S = 0.0005  # polling for other processes' commits starts fast...
 _LAST_PAUSE_S = 0.005  # ...and backs off to this, which stays cheap when idle
-_COMMIT_LAG_S = 0.01  # after a WAL write, how long to poll for the commit to become visible
-_SETTLE_PAUSE_S = 0.00005  # ...first in very short steps: it is usually a few microseconds
 
 
 def _key_range(sid: int) -> tuple[int, int]:
@@ -206,16 +205,26 @@ class _Keys:
 
 
 class _Handle:
-    """A thread's connection. The thread-local slot holds the only strong reference, so the
-    connection closes when its thread ends; the backend tracks handles weakly to close the
-    rest in :meth:`SqliteBackend.close`."""
+    """A thread's connection, its own descriptor of the writers' gate (a ``flock`` is held
+    per open file, so threads cannot share one) and its wake-up watches. The thread-local
+    slot holds the only strong reference, so all of it closes when its thread ends; the
+    backend tracks handles weakly to close the rest in :meth:`SqliteBackend.close`."""
 
-    __slots__ = ("__weakref__", "conn", "pid", "watch")
+    __slots__ = ("__weakref__", "_finalizer", "conn", "gate", "pid", "watches")
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, gate: int) -> None:
         self.conn = conn
+        self.gate = gate
         self.pid = os.getpid()
-        self.watch: CommitWatch | Literal[False] | None = None  # False: unsupported here
+        self.watches: dict[Wake, Watch | None] = {}  # None: no watch possible here
+        self._finalizer = weakref.finalize(self, os.close, gate)
+
+    def close(self) -> None:
+        self.conn.close()
+        for watch in self.watches.values():
+            if watch is not None:
+                watch.close()
+        self._finalizer()
 
 
 class _Tally:
@@ -248,6 +257,7 @@ class SqliteBackend:
         self.path = Path(path).absolute()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._blobs = FileBlobStore(self.path.with_name(self.path.name + ".blobs"))
+        self._bells = Bells(self.path)
         self._local = threading.local()
         self._handles: weakref.WeakSet[_Handle] = weakref.WeakSet()  # of live threads
         self._handles_lock = threading.Lock()
@@ -301,7 +311,7 @@ class SqliteBackend:
         return [self._session_info(row) for row in rows]
 
     def delete_session(self, session_id: str) -> None:
-        with self._write() as conn:
+        with self._write({Wake.DONE}) as conn:  # its waiters learn it is gone
             sid = self._sid(conn, session_id)
             conn.execute("DELETE FROM tasks WHERE key BETWEEN ? AND ?", _key_range(sid))
             conn.execute("DELETE FROM batches WHERE sid = ?", (sid,))
@@ -317,7 +327,7 @@ class SqliteBackend:
         *,
         batch_key: str | None = None,
     ) -> list[str]:
-        with self._write() as conn:
+        with self._write({Wake.WORK}) as conn:
             row = conn.execute(
                 "SELECT sid, is_cancelled, next_index, spec FROM sessions WHERE session_id = ?",
                 (session_id,),
@@ -390,8 +400,8 @@ class SqliteBackend:
 
     def _has_pending(self) -> bool:
         """Whether any session has pending tasks: a read, which never waits for writers.
-        Every commit wakes every idle worker; all but the first would otherwise queue for
-        the write lock only to find the task taken, delaying the next submit or completion."""
+        A submit wakes every idle worker; all but the first would otherwise queue for the
+        write lock only to find the task taken, delaying the next submit or completion."""
         return self._conn().execute(_ANY_PENDING).fetchone() is not None
 
     def renew(
@@ -436,7 +446,7 @@ class SqliteBackend:
         return leases
 
     def cancel(self, session_id: str, task_ids: Sequence[str] | None, now: float) -> int:
-        with self._write() as conn:
+        with self._write({Wake.DONE}) as conn:
             row = conn.execute(
                 "SELECT sid, last_done_seq FROM sessions WHERE session_id = ?", (session_id,)
             ).fetchone()
@@ -493,7 +503,7 @@ class SqliteBackend:
 
     # -- wake-ups -------------------------------------------------------------------------
     def wait_for_work(self, timeout_s: float) -> None:
-        self._wait_until(self._seconds_to_work, timeout_s)
+        self._wait_until(Wake.WORK, self._seconds_to_work, timeout_s)
 
     def wait_for_finished(self, session_id: str, after: int, timeout_s: float) -> None:
         def seconds_to_finished(conn: sqlite3.Connection) -> float:
@@ -502,17 +512,16 @@ class SqliteBackend:
             ).fetchone()
             return 0.0 if row is None or row[0] > after else _NEVER
 
-        self._wait_until(seconds_to_finished, timeout_s)
+        self._wait_until(Wake.DONE, seconds_to_finished, timeout_s)
 
     def close(self) -> None:
         with self._handles_lock:
             self._is_closed = True
             for handle in list(self._handles):
                 if handle.pid == os.getpid():  # a forked child leaves its parent's alone
-                    handle.conn.close()
-                    if handle.watch:
-                        handle.watch.close()
+                    handle.close()
             self._handles.clear()
+            self._bells.close()
 
     # -- connections and transactions -----------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
@@ -541,33 +550,50 @@ class SqliteBackend:
                 if str(mode).lower() != "wal":
                     conn.execute("PRAGMA journal_mode = WAL")
                 conn.execute("PRAGMA synchronous = NORMAL")
-            except sqlite3.Error as exc:
+                gate = os.open(self._gate_path(), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            except (sqlite3.Error, OSError) as exc:
                 raise BackendUnavailable(f"cannot open the store {self.url}: {exc}") from exc
-            handle = _Handle(conn)
+            handle = _Handle(conn, gate)
             self._handles.add(handle)
             return handle
 
+    def _gate_path(self) -> Path:
+        return self.path.with_name(f"{self.path.name}-gate")
+
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def _write(self, wakes: set[Wake] | None = None) -> Iterator[sqlite3.Connection]:
         """A write transaction that holds the file's write lock from its first statement, so
-        concurrent writers queue on busy_timeout instead of failing to upgrade a read lock."""
-        with self._transaction("BEGIN IMMEDIATE") as conn:
-            yield conn
+        concurrent writers queue instead of failing to upgrade a read lock; once it has
+        committed, ring the ``wakes`` files for those waiting on what it did.
+
+        Writers first queue on an exclusive ``flock`` of the gate file: the kernel hands it
+        to the next in line the moment it is released, where SQLite's own lock can only be
+        polled (see :func:`_take_write_lock`, still needed for writers outside htcgrid).
+        """
+        self._conn()  # this thread's handle, opened if it has none yet
+        gate = self._local.handle.gate
+        fcntl.flock(gate, fcntl.LOCK_EX)
+        try:
+            with self._transaction(_take_write_lock) as conn:
+                yield conn
+        finally:
+            fcntl.flock(gate, fcntl.LOCK_UN)
+        if wakes:
+            self._bells.ring(wakes)
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
         """A read transaction: several statements see one snapshot."""
-        with self._transaction("BEGIN") as conn:
+        with self._transaction(_begin) as conn:
             yield conn
 
     @contextmanager
-    def _transaction(self, begin: str) -> Iterator[sqlite3.Connection]:
+    def _transaction(
+        self, begin: Callable[[sqlite3.Connection], None]
+    ) -> Iterator[sqlite3.Connection]:
         conn = self._conn()
         try:
-            if begin == "BEGIN IMMEDIATE":
-                _take_write_lock(conn)
-            else:
-                conn.execute(begin)
+            begin(conn)
             try:
                 yield conn
                 conn.execute("COMMIT")
@@ -631,7 +657,8 @@ class SqliteBackend:
         """Apply completions fenced by (worker, attempt) and, for the reaper, by expiry."""
         for c in completions:  # a bad state is a caller bug: refuse the batch before writing
             check_transition(TaskState.RUNNING, c.state)
-        with self._write() as conn:
+        wakes = {Wake.WORK if c.state is TaskState.PENDING else Wake.DONE for c in completions}
+        with self._write(wakes) as conn:
             keys = _Keys(conn)
             tallies: dict[int, _Tally] = {}
             accepted = [
@@ -735,20 +762,23 @@ class SqliteBackend:
         return 0.0 if next_at is None else max(0.0, next_at - now)
 
     def _wait_until(
-        self, seconds_to_ready: Callable[[sqlite3.Connection], float], timeout_s: float
+        self,
+        wake: Wake,
+        seconds_to_ready: Callable[[sqlite3.Connection], float],
+        timeout_s: float,
     ) -> None:
         """Block until ``seconds_to_ready`` says 0 or ``timeout_s`` passed.
 
-        Another process's commit changes ``PRAGMA data_version``; the condition is re-checked
-        only then. This thread's inotify watch (see :mod:`commitwatch`) wakes it at the
-        commit; without one it polls the version in growing steps.
+        The condition is re-checked when a writer rings ``wake`` (see :mod:`wakefiles`),
+        or, without a watch, whenever another process's commit changes ``PRAGMA
+        data_version``, polled in growing steps.
         """
         deadline = time.monotonic() + timeout_s
         conn = self._conn()
-        watch = self._watch()
+        watch = self._watch(wake)
         while True:
             if watch is not None:
-                watch.drain()  # before reading: a commit after the check wakes the wait
+                watch.drain()  # before reading: a ring after the check wakes the wait
             version = _data_version(conn)
             wait_s = min(seconds_to_ready(conn), deadline - time.monotonic())
             if wait_s <= 0:
@@ -760,19 +790,23 @@ class SqliteBackend:
             if not is_changed:
                 return
 
-    def _watch(self) -> CommitWatch | None:
-        """This thread's commit watch, made on first use (None where unsupported)."""
+    def _watch(self, wake: Wake) -> Watch | None:
+        """This thread's watch on ``wake``, made on first use (None where unsupported)."""
         self._conn()  # opens this thread's handle if it has none yet
-        handle: _Handle = self._local.handle
-        if handle.watch is None:
-            handle.watch = open_watch(self.path) or False
-        return handle.watch or None
+        watches: dict[Wake, Watch | None] = self._local.handle.watches
+        if wake not in watches:
+            watches[wake] = open_watch(self.path, wake)
+        return watches[wake]
 
     def _record(self, session_id: str, row: tuple[Any, ...]) -> TaskRecord:
         return convert.task_record(session_id, row)
 
     def _session_info(self, row: tuple[Any, ...]) -> SessionInfo:
         return convert.session_info(row)
+
+
+def _begin(conn: sqlite3.Connection) -> None:
+    conn.execute("BEGIN")
 
 
 def _take_write_lock(conn: sqlite3.Connection) -> None:
@@ -806,29 +840,13 @@ def _data_version(conn: sqlite3.Connection) -> int:
 
 
 def _watch_until_change(
-    watch: CommitWatch, conn: sqlite3.Connection, version: int, wait_s: float
+    watch: Watch, conn: sqlite3.Connection, version: int, wait_s: float
 ) -> bool:
-    """Sleep until the watch sees a commit that changed the version, up to ``wait_s``.
-
-    A commit writes its WAL frames (the event) a moment before it becomes visible (in the
-    shared-memory index, which sends no event), so after an event the version is polled
-    briefly before blocking again.
-    """
+    """Sleep until the watch is rung, up to ``wait_s``; True if it was, or if a commit was
+    seen at one of the safety re-checks (a writer that rings nothing)."""
     until = time.monotonic() + wait_s
     while (left := until - time.monotonic()) > 0:
-        if not watch.wait(left):
-            if _data_version(conn) != version:
-                return True
-            continue
-        watch.drain()
-        settle_until = time.monotonic() + min(left, _COMMIT_LAG_S)
-        pause = _SETTLE_PAUSE_S
-        while _data_version(conn) == version:
-            if time.monotonic() >= settle_until:
-                break
-            time.sleep(pause)
-            pause = min(pause * 2, _FIRST_PAUSE_S * 4)
-        else:
+        if watch.wait(left) or _data_version(conn) != version:
             return True
     return False
 

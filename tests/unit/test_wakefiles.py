@@ -1,4 +1,4 @@
-"""The SQLite commit watch: another connection's commit wakes a waiting thread."""
+"""SQLite wake-up files: a waiter wakes for the commits it waits for, and only for those."""
 
 from __future__ import annotations
 
@@ -9,31 +9,46 @@ from pathlib import Path
 
 import pytest
 
-from htcgrid.backends.commitwatch import open_watch
 from htcgrid.backends.sqlite import SqliteBackend
+from htcgrid.backends.wakefiles import Bells, Wake, open_watch
 from htcgrid.core.model import NewTask, SessionSpec
 
 
-def wal_db(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA journal_mode = WAL")
-    conn.execute("CREATE TABLE IF NOT EXISTS t (x)")
-    return conn
-
-
-def test_a_commit_in_another_connection_wakes_the_watch(tmp_path: Path) -> None:
+def test_a_ring_wakes_a_watch_of_that_kind_only(tmp_path: Path) -> None:
     db = tmp_path / "grid.db"
-    writer = wal_db(db)
-    watch = open_watch(db)
-    if watch is None:
+    bells = Bells(db)
+    work, done = open_watch(db, Wake.WORK), open_watch(db, Wake.DONE)
+    if work is None or done is None:
         pytest.skip("no inotify on this system: the backend polls instead")
-    watch.drain()
-    assert not watch.wait(0.01)  # nothing happened yet
-    writer.execute("INSERT INTO t VALUES (1)")
-    assert watch.wait(5.0)
-    watch.drain()
-    assert not watch.wait(0.01)  # drained: the next wait needs a new change
-    watch.close()
+    assert not work.wait(0.01)  # nothing rang yet
+    bells.ring({Wake.WORK})
+    assert work.wait(5.0)
+    assert not done.wait(0.01)  # the other kind slept through it
+    work.drain()
+    assert not work.wait(0.01)  # drained: the next wait needs a new ring
+    bells.ring({Wake.WORK, Wake.DONE})
+    assert work.wait(5.0) and done.wait(5.0)
+    for closing in (work, done, bells):
+        closing.close()
+
+
+def test_store_writes_ring_what_they_did(tmp_path: Path) -> None:
+    """A submit rings WORK, a completion DONE; a claim rings nothing (on a 2-core machine a
+    needless wake-up is CPU taken from an executor)."""
+    store = SqliteBackend(tmp_path / "grid.db")
+    work, done = open_watch(store.path, Wake.WORK), open_watch(store.path, Wake.DONE)
+    if work is None or done is None:
+        pytest.skip("no inotify on this system: the backend polls instead")
+    store.create_session("s", SessionSpec(), time.time())
+    assert not work.wait(0.01) and not done.wait(0.01)
+    store.submit("s", [NewTask(handler="import:m:f", payload=b"x")], time.time())
+    assert work.wait(5.0) and not done.wait(0.01)
+    work.drain()
+    [claim] = store.claim("w", 1, 30.0, time.time())
+    assert not work.wait(0.01) and not done.wait(0.01)
+    store.cancel("s", [claim.lease.task_id], time.time())
+    assert done.wait(5.0) and not work.wait(0.01)
+    store.close()
 
 
 def test_waits_end_when_another_process_finishes_a_task(tmp_path: Path) -> None:
