@@ -74,6 +74,9 @@ def test_w1_w2_on_a_fresh_embedded_grid() -> None:
         assert r["runs_seconds"] == [r["seconds"]]
         assert r["peak_rss_mb"]["client"] > 0
         assert len(r["peak_rss_mb"]["workers"]) == 2
+        cpu = r["cpu_s"]  # the grid's CPU is split into its agents' and their executors'
+        assert cpu["grid_agents"] >= 0 and cpu["grid_executors"] >= 0  # 10 ms ticks
+        assert abs(cpu["grid"] - cpu["grid_agents"] - cpu["grid_executors"]) <= 0.02
         assert r["command"] == "htcgrid bench W1 W2 --repeat 1 --scale 0.01"
     assert w1["n"] == 200  # 20,000 scaled
     assert w2["n"] == 3  # 300 scaled

@@ -127,13 +127,16 @@ def process_cpu_s(pid: int, tick: int) -> float:
 
 
 def cpu_seconds(roots: list[int]) -> dict[str, float]:
-    """CPU seconds used so far by the client, by the grid processes under ``roots``, by the
+    """CPU seconds used so far by the client, by the grid processes under ``roots`` (also
+    split into the agents, ``roots`` themselves, and the executors below them), by the
     store servers on this machine (every redis-server and postgres process: only the
     benchmark should be using them) and by the whole machine; a run where the machine used
     much more than the first three ran beside something else (``foreign`` in the
     record, see :func:`cpu_delta`)."""
     tick = os.sysconf("SC_CLK_TCK")
-    grid = sum(process_cpu_s(pid, tick) for pid in descendants(roots))
+    by_depth = [0.0, 0.0]  # agents (the roots), and every process below them
+    for pid, depth in descendants(roots).items():
+        by_depth[min(depth, 1)] += process_cpu_s(pid, tick)
     by_name = {
         name: sum(process_cpu_s(pid, tick) for pid in pids) for name, pids in store_pids().items()
     }
@@ -144,7 +147,9 @@ def cpu_seconds(roots: list[int]) -> dict[str, float]:
     machine_s = (sum(ticks) - ticks[3] - ticks[4]) / tick
     return {
         "client": client,
-        "grid": grid,
+        "grid": sum(by_depth),
+        "grid_agents": by_depth[0],
+        "grid_executors": by_depth[1],
         "store": sum(by_name.values()),
         **{f"store_{name}": cpu for name, cpu in by_name.items()},
         "machine": machine_s,
