@@ -1,4 +1,5 @@
-"""SQLite wake-up files: a waiter wakes for the commits it waits for, and only for those."""
+"""SQLite wake-up files and WAL checkpoints: a waiter wakes for the commits it waits for,
+only for those, and never waits for a checkpoint."""
 
 from __future__ import annotations
 
@@ -90,4 +91,19 @@ def test_a_writer_queues_behind_another_and_then_writes(tmp_path: Path) -> None:
     blocker.execute("COMMIT")
     writer.join(10.0)
     assert done.is_set() and store.counts("s").pending == 1
+    store.close()
+
+
+def test_writers_copy_the_wal_back_after_their_commit_not_inside_it(tmp_path: Path) -> None:
+    """htcgrid's writers checkpoint once the WAL holds 1,000 pages not copied back (after
+    ringing their waiters); SQLite's own checkpoint inside a COMMIT is only a backstop at
+    10,000 pages (40 MB). 60 MB of inputs must leave the WAL well under that."""
+    store = SqliteBackend(tmp_path / "grid.db")
+    store.create_session("s", SessionSpec(), time.time())
+    payload = b"x" * 2000
+    for _ in range(60):
+        store.submit("s", [NewTask(handler="import:m:f", payload=payload)] * 500, time.time())
+    wal = tmp_path / "grid.db-wal"
+    assert wal.stat().st_size < 16 * 2**20
+    assert store.counts("s").pending == 30_000
     store.close()
