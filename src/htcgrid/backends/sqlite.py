@@ -607,9 +607,12 @@ class SqliteBackend:
         at byte 16, the last frame copied back at byte 96); a passive checkpoint never waits
         for readers or writers."""
         try:
-            if self._shm is None:
-                self._shm = os.open(f"{self.path}-shm", os.O_RDONLY | os.O_CLOEXEC)
-            head = os.pread(self._shm, 100, 0)
+            with self._handles_lock:  # one descriptor per backend, whichever thread opens it
+                if self._is_closed:
+                    return
+                if self._shm is None:
+                    self._shm = os.open(f"{self.path}-shm", os.O_RDONLY | os.O_CLOEXEC)
+                head = os.pread(self._shm, 100, 0)
         except OSError:
             return  # no WAL index to read: SQLite's backstop checkpoint still runs
         if len(head) < 100:
@@ -620,7 +623,8 @@ class SqliteBackend:
             return
         try:
             self._conn().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-        except sqlite3.Error as exc:  # the next write tries again
+        except (sqlite3.Error, BackendUnavailable) as exc:
+            # the write has committed whatever happens here; the next one tries again
             log.debug("checkpoint of %s skipped: %s", self.url, exc)
 
     @contextmanager
