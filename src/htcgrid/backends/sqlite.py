@@ -607,12 +607,15 @@ class SqliteBackend:
         at byte 16, the last frame copied back at byte 96); a passive checkpoint never waits
         for readers or writers."""
         try:
-            with self._handles_lock:  # one descriptor per backend, whichever thread opens it
-                if self._is_closed:
-                    return
-                if self._shm is None:
-                    self._shm = os.open(f"{self.path}-shm", os.O_RDONLY | os.O_CLOEXEC)
-                head = os.pread(self._shm, 100, 0)
+            shm = self._shm
+            if shm is None:
+                with self._handles_lock:  # one descriptor per backend, whichever thread opens it
+                    if self._is_closed:
+                        return
+                    if self._shm is None:
+                        self._shm = os.open(f"{self.path}-shm", os.O_RDONLY | os.O_CLOEXEC)
+                    shm = self._shm
+            head = os.pread(shm, 100, 0)  # closed meanwhile: EBADF, or a stray read below
         except OSError:
             return  # no WAL index to read: SQLite's backstop checkpoint still runs
         if len(head) < 100:
