@@ -52,6 +52,17 @@ def hard_exit(x: Any) -> Any:
     os._exit(3)
 
 
+def fork_then_exit(x: Any) -> Any:
+    """Leave a child holding every descriptor the executor had (its socket too) and record
+    its pid, then exit: the agent must see the exit although the socket stays open."""
+    child = os.fork()
+    if child == 0:
+        time.sleep(60)
+        os._exit(0)
+    record(f"child {child}")
+    os._exit(3)
+
+
 def hog_memory(mb: int) -> int:
     """Allocate ``mb`` megabytes and touch them."""
     block = bytearray(mb * 1024 * 1024)

@@ -82,7 +82,12 @@ def test_hanging_handler_times_out_and_the_worker_keeps_serving(grid: Grid) -> N
 
 
 @pytest.mark.parametrize(
-    ("fn", "expected"), [("segfault", "SIGSEGV"), ("hard_exit", "exited with code 3")]
+    ("fn", "expected"),
+    [
+        ("segfault", "SIGSEGV"),
+        ("hard_exit", "exited with code 3"),
+        ("fork_then_exit", "exited with code 3"),
+    ],
 )
 def test_crashing_handler_does_not_take_the_agent_down(grid: Grid, fn: str, expected: str) -> None:
     sid = grid.session(max_attempts=2)
@@ -95,6 +100,19 @@ def test_crashing_handler_does_not_take_the_agent_down(grid: Grid, fn: str, expe
     assert c.error.type == "ExecutorCrashed" and expected in c.error.message
     assert [result(r) for r in grid.records(others)] == list(range(50))
     assert proc.poll() is None
+    # what the task left behind in the executor's process group went with it
+    for line in grid.recorded():
+        pid = int(line.removeprefix("child "))
+        wait_until(lambda pid=pid: not _is_running(pid), 10, f"the task's child {pid} to end")
+
+
+def _is_running(pid: int) -> bool:
+    """Whether ``pid`` is a live process (not gone, not a zombie)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 def test_memory_exhaustion_under_max_memory_mb(grid: Grid) -> None:

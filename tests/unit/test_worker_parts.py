@@ -6,6 +6,7 @@ import pickle
 import socket
 import subprocess
 import sys
+import time
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from htcgrid.worker.channel import Channel
 from htcgrid.worker.executor import BlobFiles, ExecutorProcess, describe_exit_code, run_work
 from htcgrid.worker.handlers import CommandFailed, HandlerLoader, error_info, type_name
 from htcgrid.worker.heartbeat import InFlight
-from htcgrid.worker.protocol import Batch, Work, encoder, outcome_decoder
+from htcgrid.worker.protocol import Batch, Skip, Work, encoder, outcome_decoder
 from htcgrid.worker.settings import WorkerSettings, default_worker_id
 
 
@@ -188,5 +189,33 @@ def test_a_held_outcome_is_sent_while_a_long_task_runs() -> None:
         ex.send(encoder.encode(Batch(works)))
         first = ex.channel.receive(block=True)
         assert [outcome_decoder.decode(f).task_id for f in first] == ["s.0"]  # the long one runs
+    finally:
+        ex.kill()
+
+
+def test_an_executor_with_tasks_queued_reads_what_the_agent_sends_meanwhile() -> None:
+    """It reads its socket between tasks only when the agent's sent count moved: a skip
+    and a batch sent while it runs a task still reach it before the next one starts."""
+    ex = ExecutorProcess(get_context("spawn"), 0, None)
+    try:
+        assert ex.channel.receive(block=True) == [b""]  # started
+        sleep = import_handler("time:sleep")
+        works = [
+            Work(f"s.{i}", 1, sleep, "pickle", pickle.dumps(s))
+            for i, s in enumerate([0.3, 0.001, 0.001])
+        ]
+        ex.send(encoder.encode(Batch(works)))
+        time.sleep(0.1)  # s.0 runs, s.1 and s.2 are queued in the executor
+        ex.send(encoder.encode(Skip("s.1", 1)))
+        ex.send(encoder.encode(Batch([Work("s.3", 1, sleep, "pickle", pickle.dumps(0.001))])))
+        outcomes = []
+        while len(outcomes) < 4:
+            outcomes += [outcome_decoder.decode(f) for f in ex.channel.receive(block=True)]
+        assert [(o.task_id, o.is_skipped) for o in outcomes] == [
+            ("s.0", False),
+            ("s.1", True),
+            ("s.2", False),
+            ("s.3", False),
+        ]
     finally:
         ex.kill()

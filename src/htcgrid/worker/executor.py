@@ -69,9 +69,18 @@ class BlobFiles(msgspec.Struct, frozen=True):
 
 
 def executor_main(
-    sock: socket.socket, agent_pid: int, max_memory_mb: int | None, files: BlobFiles | None
+    sock: socket.socket,
+    agent_pid: int,
+    max_memory_mb: int | None,
+    files: BlobFiles | None,
+    sent: ctypes.c_uint64,
 ) -> None:
-    """Entry point of an executor process: run tasks until the agent closes the channel."""
+    """Entry point of an executor process: run tasks until the agent closes the channel.
+
+    With tasks queued, it reads the channel before each task only when the agent's ``sent``
+    count moved: a socket read right after a long task costs tens of microseconds on a
+    virtual machine (cold caches), where reading a shared counter costs nothing.
+    """
     _isolate(agent_pid, max_memory_mb)
     keep_freed_memory(max_memory_mb)
     blobs = None if files is None else files.store()
@@ -85,18 +94,21 @@ def executor_main(
     todo: deque[Work] = deque()
     skipped: set[AttemptKey] = set()
     held = _Held(channel)
+    seen = -1  # the agent's sent count when the channel was last read
     try:
         while True:
-            try:
-                for data in channel.receive(block=not todo):
-                    msg = to_executor_decoder.decode(data)
-                    if isinstance(msg, Batch):
-                        loader.add_pickled(msg.handler_blobs)
-                        todo.extend(msg.works)
-                    else:
-                        skipped.add((msg.task_id, msg.attempt))
-            except (EOFError, OSError):
-                return
+            if not todo or sent.value != seen:
+                seen = sent.value  # read before the channel: a later message moves it again
+                try:
+                    for data in channel.receive(block=not todo):
+                        msg = to_executor_decoder.decode(data)
+                        if isinstance(msg, Batch):
+                            loader.add_pickled(msg.handler_blobs)
+                            todo.extend(msg.works)
+                        else:
+                            skipped.add((msg.task_id, msg.attempt))
+                except (EOFError, OSError):
+                    return
             if not todo:
                 skipped.clear()  # every attempt sent so far was answered: no skip can apply
                 continue
@@ -290,12 +302,18 @@ class ExecutorProcess:
     ) -> None:
         ours, theirs = socket.socketpair()
         self.index = index
+        # messages written to the channel, counted in shared memory after each write
+        self._sent: ctypes.c_uint64 = ctx.RawValue(ctypes.c_uint64, 0)
         self.process: SpawnProcess = ctx.Process(
             target=executor_main,
-            args=(theirs, os.getpid(), max_memory_mb, files),
+            args=(theirs, os.getpid(), max_memory_mb, files, self._sent),
             name=f"htcgrid-executor-{index}",
         )
         self.process.start()
+        self._exit_fd: int | None = None
+        if hasattr(os, "pidfd_open"):
+            with contextlib.suppress(OSError):  # older kernels: the pipe sentinel serves
+                self._exit_fd = os.pidfd_open(self.pid)
         theirs.close()
         self.channel = Channel(ours)
         self.started_at = time.monotonic()
@@ -321,7 +339,11 @@ class ExecutorProcess:
 
     @property
     def sentinel(self) -> int:
-        return self.process.sentinel
+        """A descriptor that becomes readable when the process ends: a pidfd where the
+        system has them. The process's own sentinel (a pipe) is not enough: a child that
+        user code forked inherits its write end, and it stays silent while that child lives.
+        """
+        return self._exit_fd if self._exit_fd is not None else self.process.sentinel
 
     def send(self, data: bytes) -> None:
         """Send a message without ever blocking the agent: a small one is written at once
@@ -339,6 +361,7 @@ class ExecutorProcess:
                 except OSError:
                     return  # the executor is gone; the agent's loop sees that on its side
                 if not rest:
+                    self._sent.value += 1
                     return
                 parts = (rest,)
             self._backlog += 1
@@ -358,16 +381,19 @@ class ExecutorProcess:
         if self.is_closed:
             return
         self.is_closed = True
-        if self.process.exitcode is None:
-            try:
+        if self.pid > 0:  # its group, even when it exited itself: what it started goes too
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                with contextlib.suppress(OSError):
-                    self.process.kill()
+        if self.process.exitcode is None:
+            with contextlib.suppress(OSError):
+                self.process.kill()
             self.process.join(timeout=5)
         self.exit_code = self.process.exitcode
         self._outbox.put(None)
         self.channel.close()
+        if self._exit_fd is not None:
+            os.close(self._exit_fd)
+            self._exit_fd = None
         with contextlib.suppress(ValueError):
             self.process.close()
 
@@ -386,6 +412,7 @@ class ExecutorProcess:
             finally:
                 with self._send_lock:
                     self._backlog -= 1
+                    self._sent.value += 1
 
 
 def describe_exit_code(code: int | None) -> str:

@@ -12,13 +12,12 @@ import contextlib
 import logging
 import math
 import os
-import socket
+import select
 import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from multiprocessing import get_context
-from multiprocessing.connection import wait
 
 from htcgrid.core.model import Claim, ErrorInfo, FailureKind
 from htcgrid.worker.executor import Attempt, BlobFiles, ExecutorProcess
@@ -76,6 +75,9 @@ class ExecutorPool:
         self._lost: dict[AttemptKey, float] = {}  # lost attempts still queued -> when
         self._pacer = Pacer(max_batch)
         self._is_closing = False
+        self._poller = select.poll()
+        self._poll_key: tuple[object, ...] = ()
+        self._by_fd: dict[int, ExecutorProcess] = {}
 
     def start(self) -> None:
         self._executors = [self._spawn(i) for i in range(self.size)]
@@ -120,7 +122,7 @@ class ExecutorPool:
         now = time.monotonic()
         claimed = self._pacer.claimed
         for a in attempts:
-            claimed(a.work.handler, now)
+            claimed(a.work.handler, now, len(a.work.payload))
             self.ready.append(a)
 
     def take_finished(self) -> list[Finished]:
@@ -154,19 +156,38 @@ class ExecutorPool:
 
     def gather(self, timeout_s: float, wake_fd: int) -> None:
         """Wait up to ``timeout_s`` for outcomes, exits or ``wake_fd``; take in what arrived."""
-        by_waitable: dict[socket.socket | int, ExecutorProcess] = {}
-        for ex in self._executors:
-            if not ex.is_closed:
-                by_waitable[ex.channel.sock] = ex
-                by_waitable[ex.sentinel] = ex
-        ready = wait([wake_fd, *by_waitable], timeout_s)
-        if wake_fd in ready:
-            with contextlib.suppress(BlockingIOError):
-                while os.read(wake_fd, 4096):
-                    pass
-        woken = {id(by_waitable[w]): by_waitable[w] for w in ready if w in by_waitable}
-        for ex in woken.values():
-            self._receive(ex)
+        by_fd = self._watch(wake_fd)
+        timeout_ms = math.ceil(timeout_s * 1000) if timeout_s > 0 else 0
+        woken: dict[int, ExecutorProcess] = {}
+        exited: set[int] = set()  # executors whose exit descriptor is ready
+        for fd, _ in self._poller.poll(timeout_ms):
+            if fd == wake_fd:
+                with contextlib.suppress(BlockingIOError):
+                    while os.read(wake_fd, 4096):
+                        pass
+            elif (ex := by_fd.get(fd)) is not None:
+                woken[id(ex)] = ex
+                if fd == ex.sentinel:
+                    exited.add(id(ex))
+        for key, ex in woken.items():
+            self._receive(ex, has_exited=key in exited)
+
+    def _watch(self, wake_fd: int) -> dict[int, ExecutorProcess]:
+        """The executors by the descriptors to wait on (channel and exit descriptor). The
+        poll set is kept between turns and only rebuilt when the executors change: making
+        it anew every turn cost more than the wait itself."""
+        key = (wake_fd, *((id(ex), ex.pid) for ex in self._executors if not ex.is_closed))
+        if key != self._poll_key:
+            self._poller = select.poll()
+            self._poller.register(wake_fd, select.POLLIN)
+            self._by_fd = {}
+            for ex in self._executors:
+                if not ex.is_closed:
+                    for fd in (ex.channel.fileno(), ex.sentinel):
+                        self._poller.register(fd, select.POLLIN)
+                        self._by_fd[fd] = ex
+            self._poll_key = key
+        return self._by_fd
 
     def next_deadline(self) -> float:
         """The monotonic time at which some running attempt must be stopped."""
@@ -224,7 +245,9 @@ class ExecutorPool:
     def _spawn(self, index: int) -> ExecutorProcess:
         return ExecutorProcess(self._ctx, index, self.max_memory_mb, self.files)
 
-    def _receive(self, ex: ExecutorProcess) -> None:
+    def _receive(self, ex: ExecutorProcess, has_exited: bool) -> None:
+        """Take in an executor's outcomes; handle its end if its channel closed or its
+        exit descriptor said it ``has_exited`` (a child it forked may keep the channel open)."""
         is_dead = False
         while True:
             try:
@@ -240,7 +263,7 @@ class ExecutorPool:
                 else:
                     ex.is_ready = True
                     ex.head_started = time.monotonic()
-        if is_dead or not ex.process.is_alive():
+        if is_dead or (has_exited and not ex.process.is_alive()):
             self._on_exit(ex)
 
     def _on_outcome(self, ex: ExecutorProcess, outcome: Outcome) -> None:
