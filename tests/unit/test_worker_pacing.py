@@ -5,6 +5,7 @@ from __future__ import annotations
 from htcgrid.worker.pacing import (
     GROUP_TASKS,
     MAX_COMPLETE_DELAY_S,
+    QUEUED_BYTES,
     QUEUED_WORK_S,
     RECENT_S,
     Pacer,
@@ -52,3 +53,18 @@ def test_completion_delay_groups_short_tasks_and_is_capped() -> None:
     assert p.complete_delay(0.0) == GROUP_TASKS * 0.005  # ~GROUP_TASKS tasks per store call
     p.observe("import:m:slow", 5.0)
     assert p.complete_delay(0.0, held=["import:m:slow"]) == MAX_COMPLETE_DELAY_S
+
+
+def test_large_inputs_bound_the_depth_by_bytes() -> None:
+    p = Pacer(max_batch=256)
+    p.observe("import:m:echo", 0.001)  # fast enough to queue QUEUED_WORK_S / 0.001 by time...
+    p.claimed("import:m:echo", 0.0, size=4 * 1024 * 1024)
+    assert QUEUED_WORK_S / 0.001 > QUEUED_BYTES / (4 * 1024 * 1024)
+    assert p.depth(0.0) == QUEUED_BYTES // (4 * 1024 * 1024)  # ...but the bytes rule
+    p.claimed("import:m:echo", 0.0, size=0)  # inputs read by the executor: time rules again
+    for _ in range(60):
+        p.claimed("import:m:echo", 0.0, size=0)
+    assert p.depth(0.0) == min(256, int(QUEUED_WORK_S / 0.001))
+    p.claimed("import:m:huge", 0.0, size=QUEUED_BYTES * 2)
+    p.observe("import:m:huge", 0.001)
+    assert p.depth(0.0) == 1  # never less than one

@@ -3,8 +3,9 @@
 One loop turn: wait on the executors' channels (and process sentinels) for outcomes, stop
 attempts that overran or were lost, claim while the pool has room and dispatch whole batches
 to executors, then complete what finished in one store call. While executors are busy the
-claim goes first, so that their queues never wait on the completion's round trip; when the
-last attempt finished, its completion goes first. Heartbeats run on a thread of their own and
+claim goes first, so that their queues never wait on the completion's round trip, and a turn
+that claimed completes what finished too, so that one wake-up serves both; when the last
+attempt finished, its completion goes first. Heartbeats run on a thread of their own and
 user code only in executors, so neither can starve the other.
 """
 
@@ -164,10 +165,10 @@ class Worker:
         if self._done and not pool.held:
             self._flush()  # nothing else runs here: this result's latency is what matters
         # otherwise refill the executors first: they must not wait on a store round trip
-        if not self._stopping.is_set():
-            self._claim()
+        has_claimed = not self._stopping.is_set() and self._claim()
         pool.dispatch()
-        if self._done and time.monotonic() >= self._flush_at():
+        # this turn woke up for the claim anyway: completing now saves a wake-up for it
+        if self._done and (has_claimed or time.monotonic() >= self._flush_at()):
             self._flush()
 
     def _flush_at(self) -> float:
@@ -191,13 +192,14 @@ class Worker:
             deadline = min(deadline, self._next_claim_at)
         return max(0.0, deadline - now)
 
-    def _claim(self) -> None:
+    def _claim(self) -> bool:
+        """Claim what the pool has room for; True if any attempt was claimed."""
         backend = self._require_backend()
         now = time.monotonic()
         held = self._pool.held
         room = self._pool.room()
         if not room or (held and now < self._next_claim_at):
-            return
+            return False
         s = self.settings
         claims = backend.claim(self.worker_id, room, s.lease_ttl_s, time.time())
         if not claims:
@@ -205,12 +207,13 @@ class Worker:
                 self._next_claim_at = now + s.idle_wait_s
             else:
                 backend.wait_for_work(s.idle_wait_s)
-            return
+            return False
         if len(claims) < room:
             self._next_claim_at = now + SHORT_CLAIM_PAUSE_S
         self.stats.claimed += len(claims)
         self._in_flight.add((c.lease.task_id, c.lease.attempt) for c in claims)
         self._pool.add(a for a in map(self._prepare, claims) if a is not None)
+        return True
 
     def _prepare(self, claim: Claim) -> Attempt | None:
         """The attempt to run for a claim, with its payload and handler bytes; or fail it now."""
