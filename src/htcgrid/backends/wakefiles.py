@@ -26,7 +26,7 @@ from enum import Enum
 from pathlib import Path
 
 #: Longest sleep without re-checking, in case a filesystem drops or never sends events.
-SAFETY_S = 0.05
+SAFETY_S = 0.25
 
 _IN_MODIFY = 0x00000002
 _IN_NONBLOCK = os.O_NONBLOCK
