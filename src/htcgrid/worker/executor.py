@@ -381,7 +381,10 @@ class ExecutorProcess:
         if self.is_closed:
             return
         self.is_closed = True
-        if self.pid > 0:  # its group, even when it exited itself: what it started goes too
+        if self.pid > 0:
+            # its group, even when it exited itself: what the task started goes too. Linux
+            # keeps a group's id from being reused while the group has members, and once it
+            # has none this finds nothing.
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.pid, signal.SIGKILL)
         if self.process.exitcode is None:
