@@ -383,8 +383,9 @@ class ExecutorProcess:
         self.is_closed = True
         if self.pid > 0:
             # its group, even when it exited itself: what the task started goes too. Linux
-            # keeps a group's id from being reused while the group has members, and once it
-            # has none this finds nothing.
+            # keeps a group's id from being reused while the group has members; once it has
+            # none, the id (reaped a moment ago) could only name another group after the
+            # pid counter went round, and otherwise this finds nothing.
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.pid, signal.SIGKILL)
         if self.process.exitcode is None:
