@@ -26,7 +26,7 @@ from typing import Any
 
 import htcgrid
 from htcgrid.client.session import SUBMIT_BATCH
-from htcgrid.worker.pacing import RECENT_S
+from htcgrid.worker.pacing import QUEUED_WORK_S, RECENT_S
 from htcgrid.workloads import MB, burn_cpu_ms, echo_bytes, noop
 
 #: W5: tasks kept in flight, and a latency kept for every this many tasks.
@@ -265,9 +265,10 @@ def warm_up(grid: htcgrid.Grid, executors: int | None, timeout_s: float = 60.0) 
             if executors is None and quiet >= 3:
                 break
             before = len(seen)
-            # workers whose number is unknown get 20 ms tasks: a worker queues only a few
-            # of those, so every worker gets some; a known number gets instant ones
-            inputs = range(per_round) if executors else [0.02] * per_round
+            # workers whose number is unknown get tasks of a fifth of the work a worker
+            # queues per executor: it takes only five of those, so every worker gets some;
+            # a known number gets instant ones
+            inputs = range(per_round) if executors else [QUEUED_WORK_S / 5] * per_round
             futures = session.submit_many(executor_pid, inputs)
             seen.update(f.result(timeout=timeout_s) for f in futures)
             quiet = quiet + 1 if len(seen) == before else 0
