@@ -71,10 +71,12 @@ class Pacer:
     def task_s(self, now: float, held: Iterable[str] = ()) -> float:
         """The duration to plan with: the slowest of the ``held`` handlers and of those
         claimed in the last RECENT_S."""
-        handlers = self._planned(now, held)
-        if not handlers:
-            return QUEUED_WORK_S
-        return max(self._avg_s.get(h, QUEUED_WORK_S) for h in handlers)
+        return self._slowest(self._planned(now, held))
+
+    def _slowest(self, handlers: set[str]) -> float:
+        """The longest learnt duration of ``handlers`` (QUEUED_WORK_S for one not measured,
+        or for none at all)."""
+        return max((self._avg_s.get(h, QUEUED_WORK_S) for h in handlers), default=QUEUED_WORK_S)
 
     def _planned(self, now: float, held: Iterable[str]) -> set[str]:
         """The handlers to plan for: those ``held`` and those claimed in the last RECENT_S."""
@@ -93,8 +95,7 @@ class Pacer:
         """Attempts to queue per executor: ~QUEUED_WORK_S of work and at most QUEUED_BYTES
         of inputs, between 1 and max_batch."""
         handlers = self._planned(now, held)
-        task_s = max((self._avg_s.get(h, QUEUED_WORK_S) for h in handlers), default=QUEUED_WORK_S)
-        n = int(QUEUED_WORK_S / max(task_s, 1e-7))
+        n = int(QUEUED_WORK_S / max(self._slowest(handlers), 1e-7))
         size = max((self._avg_bytes.get(h, 0.0) for h in handlers), default=0.0)
         if size > 0:
             n = min(n, int(QUEUED_BYTES / size))
