@@ -50,23 +50,11 @@ class Pacer:
         """Note that an attempt of ``handler`` with a ``size``-byte input the agent holds
         was claimed at ``now`` (monotonic seconds)."""
         self._claimed_at[handler] = now
-        avg = self._avg_bytes.get(handler)
-        if avg is None:
-            if len(self._avg_bytes) >= _MAX_HANDLERS:
-                self._avg_bytes.clear()
-            self._avg_bytes[handler] = size
-        else:
-            self._avg_bytes[handler] = avg + _ALPHA * (size - avg)
+        _learn(self._avg_bytes, handler, size)
 
     def observe(self, handler: str, duration_s: float) -> None:
         """Learn from one attempt's measured run time."""
-        avg = self._avg_s.get(handler)
-        if avg is None:
-            if len(self._avg_s) >= _MAX_HANDLERS:
-                self._avg_s.clear()
-            self._avg_s[handler] = duration_s
-        else:
-            self._avg_s[handler] = avg + _ALPHA * (duration_s - avg)
+        _learn(self._avg_s, handler, duration_s)
 
     def task_s(self, now: float, held: Iterable[str] = ()) -> float:
         """The duration to plan with: the slowest of the ``held`` handlers and of those
@@ -100,3 +88,15 @@ class Pacer:
         if size > 0:
             n = min(n, int(QUEUED_BYTES / size))
         return max(1, min(self.max_batch, n))
+
+
+def _learn(averages: dict[str, float], handler: str, value: float) -> None:
+    """Move ``handler``'s moving average towards ``value`` (its first value sets it); a
+    table that has seen _MAX_HANDLERS handlers is forgotten rather than trimmed."""
+    avg = averages.get(handler)
+    if avg is None:
+        if len(averages) >= _MAX_HANDLERS:
+            averages.clear()
+        averages[handler] = value
+    else:
+        averages[handler] = avg + _ALPHA * (value - avg)
