@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from htcgrid.backends.base import Backend
+from htcgrid.backends.registry import open_blob_store
 from htcgrid.core.errors import NotFound
 from htcgrid.core.model import Codec, NewTask
 from htcgrid.core.states import TaskState
@@ -74,6 +75,25 @@ def test_many_payloads_keep_their_order(backend: Backend) -> None:
     claims = backend.claim("w", 500, TTL, T0)
     assert [c.task_id for c in claims] == ids
     assert [c.payload for c in claims] == [t.payload for t in tasks]
+
+
+def test_the_blob_store_opened_alone_from_the_url_holds_the_same_blobs(
+    backend: Backend,
+) -> None:
+    """What a worker's executors open to read large inputs and write large results."""
+    alone = open_blob_store(backend.url)
+    if not backend.capabilities.is_shared:
+        assert alone is None  # no other process can reach these blobs
+        return
+    assert alone is not None
+    open_session(backend, "s")
+    backend.blobs.put("s/input-1", BINARY)
+    assert alone.get("s/input-1") == BINARY
+    alone.put("s/output-1", b"from an executor")
+    assert backend.blobs.get("s/output-1") == b"from an executor"
+    backend.delete_session("s")  # the session's blobs go with it, whoever wrote them
+    with pytest.raises(NotFound):
+        alone.get("s/output-1")
 
 
 def test_discard_deletes_only_the_named_blobs(backend: Backend) -> None:

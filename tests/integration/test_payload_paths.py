@@ -1,9 +1,8 @@
-"""Large inputs and results through real workers on every store: the two ways they travel.
+"""Large inputs and results through real workers on every store, wherever the blobs live.
 
-When the blobs are files (the embedded store, or a Redis or PostgreSQL store opened with
-``?blobs=DIR``), executors read the input and write the result themselves and the agent
-passes names; with blobs in Redis or PostgreSQL the agent fetches and stores the bytes and
-hands them to the executor through its socket.
+Executors read a large input and write a large result themselves, and the agent passes
+names: from and to files (the embedded store, or a Redis or PostgreSQL store opened with
+``?blobs=DIR``), or over connections of their own to Redis or PostgreSQL.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from htcgrid.core.errors import InvalidInput
 from htcgrid.core.handlers import command_handler, import_handler, pickle_handler
 from htcgrid.core.model import Codec, FailureKind
 from htcgrid.worker.channel import Channel
-from htcgrid.worker.executor import BlobFiles, ExecutorProcess, describe_exit_code, run_work
+from htcgrid.worker.executor import ExecutorBlobs, ExecutorProcess, describe_exit_code, run_work
 from htcgrid.worker.handlers import CommandFailed, HandlerLoader, error_info, type_name
 from htcgrid.worker.heartbeat import InFlight
 from htcgrid.worker.protocol import Batch, Skip, Work, encoder, outcome_decoder
@@ -84,8 +84,8 @@ def test_run_work_with_msgpack_does_not_pickle_the_exception() -> None:
 
 
 def test_run_work_reads_and_writes_large_payloads_as_blob_files(tmp_path: Path) -> None:
-    files = BlobFiles(str(tmp_path), inline_limit=1000)
-    store = files.store()
+    files = ExecutorBlobs(f"sqlite://{tmp_path / 'grid.db'}", inline_limit=1000)
+    store = files.open()
     store.put("s/input-a", pickle.dumps(b"ab" * 1000))
     work = Work("s.0", 1, import_handler("operator:neg"), "pickle", b"", payload_ref="s/input-a")
     loader = HandlerLoader()
@@ -105,9 +105,9 @@ def test_run_work_reads_and_writes_large_payloads_as_blob_files(tmp_path: Path) 
 
 
 def test_run_work_reports_a_missing_input_blob_as_the_tasks_error(tmp_path: Path) -> None:
-    files = BlobFiles(str(tmp_path), inline_limit=1000)
+    files = ExecutorBlobs(f"sqlite://{tmp_path / 'grid.db'}", inline_limit=1000)
     work = Work("s.0", 2, import_handler("builtins:len"), "pickle", b"", payload_ref="s/gone")
-    outcome = run_work(HandlerLoader(), work, None, files.store(), files.inline_limit)
+    outcome = run_work(HandlerLoader(), work, None, files.open(), files.inline_limit)
     assert outcome.error is not None and outcome.error.kind is FailureKind.ERROR
     assert "cannot fetch the task's input" in outcome.error.message
     assert (outcome.task_id, outcome.attempt) == ("s.0", 2)

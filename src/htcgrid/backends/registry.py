@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from htcgrid.backends.base import Backend
+from htcgrid.backends.blobs import GridBlobStore
 from htcgrid.core.errors import InvalidInput
 
 #: Environment variable naming the store when no URL is given.
@@ -52,3 +53,25 @@ def open_backend(url: str) -> Backend:
         f"unknown store scheme {scheme!r} in {url!r}; known: memory, sqlite, redis, rediss, "
         "postgresql"
     )
+
+
+def open_blob_store(url: str) -> GridBlobStore | None:
+    """The blob store of the store at ``url`` alone, without its task state: for a process
+    that moves large inputs and results but leases nothing (a worker's executors). None for
+    ``memory://``, whose blobs live inside the process that holds the store."""
+    scheme, _, rest = url.partition("://")
+    if scheme == "sqlite" and rest:
+        from htcgrid.backends.sqlite import SqliteBackend
+
+        return SqliteBackend.open_blobs(Path(rest))
+    if scheme in ("redis", "rediss"):
+        from htcgrid.backends.redis import RedisBackend
+
+        return RedisBackend.open_blobs(url)
+    if scheme in ("postgresql", "postgres"):
+        from htcgrid.backends.postgres import PostgresBackend
+
+        return PostgresBackend.open_blobs(url)
+    if scheme == "memory":
+        return None
+    raise InvalidInput(f"no blob store for the store URL {url!r}")

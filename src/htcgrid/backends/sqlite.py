@@ -262,10 +262,16 @@ class _Tally:
 class SqliteBackend:
     """:class:`htcgrid.backends.base.Backend` on one SQLite file shared by local processes."""
 
+    @staticmethod
+    def open_blobs(path: Path) -> FileBlobStore:
+        """The blob files of the store at ``path`` (``<file>.blobs``), without its state."""
+        path = Path(path).absolute()
+        return FileBlobStore(path.with_name(path.name + ".blobs"))
+
     def __init__(self, path: Path) -> None:
         self.path = Path(path).absolute()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._blobs = FileBlobStore(self.path.with_name(self.path.name + ".blobs"))
+        self._blobs = self.open_blobs(self.path)
         self._bells = Bells(self.path)
         self._shm: int | None = None  # the WAL index, read to time checkpoints
         self._local = threading.local()

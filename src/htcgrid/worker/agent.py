@@ -20,12 +20,12 @@ import time
 from multiprocessing.connection import wait
 
 from htcgrid.backends.base import Backend
-from htcgrid.backends.blobs import FileBlobStore, is_task_input, new_blob_key
+from htcgrid.backends.blobs import is_task_input, new_blob_key
 from htcgrid.backends.registry import open_backend
 from htcgrid.core.errors import BackendUnavailable, GridError
 from htcgrid.core.model import Claim, Codec, Completion, ErrorInfo, FailureKind, Lease
 from htcgrid.core.retry import decide_failure, decide_success
-from htcgrid.worker.executor import Attempt, BlobFiles
+from htcgrid.worker.executor import Attempt, ExecutorBlobs
 from htcgrid.worker.handlers import blob_error
 from htcgrid.worker.heartbeat import Heartbeat, InFlight
 from htcgrid.worker.pool import ExecutorPool, WorkerStats
@@ -87,8 +87,8 @@ class Worker:
         backend = self._given_backend or open_backend(s.store_url)
         beat_backend = self._given_backend or open_backend(s.store_url)
         self._backend = backend
-        if isinstance(backend.blobs, FileBlobStore):  # on this machine: executors share them
-            self._pool.files = BlobFiles(str(backend.blobs.root), s.inline_limit)
+        if backend.capabilities.is_shared:  # executors reach the blobs as the agent does
+            self._pool.blobs = ExecutorBlobs(backend.url, s.inline_limit)
         heartbeat = Heartbeat(
             beat_backend, self.worker_id, self._in_flight, s.lease_ttl_s, self._wake
         )
@@ -228,8 +228,8 @@ class Worker:
             self._fail(lease, ErrorInfo(kind=FailureKind.REFUSED, type="Refused", message=message))
             return None
         blobs = self._require_backend().blobs
-        # with blob files the executors read themselves, a large input goes by name
-        by_ref = claim.payload_ref is not None and self._pool.files is not None
+        # when the executors reach the blob store themselves, a large input goes by name
+        by_ref = claim.payload_ref is not None and self._pool.blobs is not None
         try:
             payload = claim.payload
             if claim.payload_ref is not None and not by_ref:

@@ -21,12 +21,12 @@ import threading
 import time
 from collections import deque
 from multiprocessing.context import SpawnContext, SpawnProcess
-from pathlib import Path
 
 import msgspec
 
 from htcgrid import codec as codecs
-from htcgrid.backends.blobs import FileBlobStore, new_blob_key
+from htcgrid.backends.blobs import BlobStore, new_blob_key
+from htcgrid.backends.registry import open_blob_store
 from htcgrid.core.errors import GridError, NotFound
 from htcgrid.core.ids import split_task_id
 from htcgrid.core.model import Claim, Codec
@@ -56,23 +56,49 @@ _CODECS = {c.value: c for c in Codec}
 
 
 # -- child side ---------------------------------------------------------------------------
-class BlobFiles(msgspec.Struct, frozen=True):
-    """The grid's blob files, when an executor can read and write them itself: large inputs
-    and results then go between the file and the executor directly, not through the agent
-    and its socket (two megabyte copies fewer per megabyte of task)."""
+class ExecutorBlobs(msgspec.Struct, frozen=True):
+    """The grid's blob store, for executors to read large inputs from and write large
+    results to themselves: they then go between the store and the executor directly, not
+    through the agent and its socket (two megabyte copies fewer per megabyte of task, and
+    the agent's thread stays free for claims and completions)."""
 
-    root: str
+    store_url: str  # the store whose blobs these are
     inline_limit: int  # results up to this size still travel inline
 
-    def store(self) -> FileBlobStore:
-        return FileBlobStore(Path(self.root))
+    def open(self) -> BlobStore:
+        """The store's blobs, opened when a task first needs them: an executor that only
+        meets small payloads neither imports a Redis or PostgreSQL client nor connects."""
+        return _BlobsOnFirstUse(self.store_url)
+
+
+class _BlobsOnFirstUse:
+    def __init__(self, store_url: str) -> None:
+        self._store_url = store_url
+        self._store: BlobStore | None = None
+
+    def _opened(self) -> BlobStore:
+        if self._store is None:
+            store = open_blob_store(self._store_url)
+            if store is None:
+                raise NotFound("the store keeps its blobs inside the agent's process")
+            self._store = store
+        return self._store
+
+    def put(self, key: str, data: bytes) -> None:
+        self._opened().put(key, data)
+
+    def get(self, key: str) -> bytes:
+        return self._opened().get(key)
+
+    def delete_session(self, session_id: str) -> None:
+        self._opened().delete_session(session_id)
 
 
 def executor_main(
     sock: socket.socket,
     agent_pid: int,
     max_memory_mb: int | None,
-    files: BlobFiles | None,
+    blob_access: ExecutorBlobs | None,
     sent: ctypes.c_uint64,
 ) -> None:
     """Entry point of an executor process: run tasks until the agent closes the channel.
@@ -83,8 +109,8 @@ def executor_main(
     """
     _isolate(agent_pid, max_memory_mb)
     keep_freed_memory(max_memory_mb)
-    blobs = None if files is None else files.store()
-    inline_limit = 0 if files is None else files.inline_limit
+    blobs = None if blob_access is None else blob_access.open()
+    inline_limit = 0 if blob_access is None else blob_access.inline_limit
     channel = Channel(sock)
     try:
         channel.send(b"")  # ready: attempt timeouts start counting from here
@@ -214,18 +240,18 @@ def run_work(
     loader: HandlerLoader,
     work: Work,
     max_memory_mb: int | None,
-    blobs: FileBlobStore | None = None,
+    blobs: BlobStore | None = None,
     inline_limit: int = 0,
 ) -> Outcome:
     """Run one task's handler on its decoded input and encode what it returns; with the
-    grid's blob files ``blobs``, read a ``payload_ref`` input from them and write a result
-    over ``inline_limit`` bytes to them."""
+    grid's blob store ``blobs``, read a ``payload_ref`` input from it and write a result
+    over ``inline_limit`` bytes to it."""
     started = time.perf_counter()
     payload = work.payload
     if work.payload_ref is not None:
         try:
             if blobs is None:
-                raise NotFound("this executor was given no blob files to read inputs from")
+                raise NotFound("this executor was given no blob store to read inputs from")
             payload = blobs.get(work.payload_ref)
         except (GridError, OSError) as exc:
             error = blob_error("fetch the task's input from the blob store", exc)
@@ -298,7 +324,7 @@ class ExecutorProcess:
         ctx: SpawnContext,
         index: int,
         max_memory_mb: int | None,
-        files: BlobFiles | None = None,
+        blobs: ExecutorBlobs | None = None,
     ) -> None:
         ours, theirs = socket.socketpair()
         self.index = index
@@ -306,7 +332,7 @@ class ExecutorProcess:
         self._sent: ctypes.c_uint64 = ctx.RawValue(ctypes.c_uint64, 0)
         self.process: SpawnProcess = ctx.Process(
             target=executor_main,
-            args=(theirs, os.getpid(), max_memory_mb, files, self._sent),
+            args=(theirs, os.getpid(), max_memory_mb, blobs, self._sent),
             name=f"htcgrid-executor-{index}",
         )
         self.process.start()

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from multiprocessing import get_context
 
 from htcgrid.core.model import Claim, ErrorInfo, FailureKind
-from htcgrid.worker.executor import Attempt, BlobFiles, ExecutorProcess
+from htcgrid.worker.executor import Attempt, ExecutorBlobs, ExecutorProcess
 from htcgrid.worker.pacing import Pacer
 from htcgrid.worker.protocol import AttemptKey, Batch, Outcome, Skip, encoder, outcome_decoder
 
@@ -65,9 +65,9 @@ class ExecutorPool:
         self.max_memory_mb = max_memory_mb
         self.max_batch = max_batch
         self.stats = stats
-        #: the blob files executors read inputs from and write results to, if any (set it
-        #: before :meth:`start`)
-        self.files: BlobFiles | None = None
+        #: the blob store executors read large inputs from and write large results to, if
+        #: they can reach it (set it before :meth:`start`)
+        self.blobs: ExecutorBlobs | None = None
         self.ready: deque[Attempt] = deque()  # claimed, not yet sent to an executor
         self._ctx = get_context("spawn")
         self._executors: list[ExecutorProcess] = []
@@ -243,7 +243,7 @@ class ExecutorPool:
 
     # -- internals ------------------------------------------------------------------------
     def _spawn(self, index: int) -> ExecutorProcess:
-        return ExecutorProcess(self._ctx, index, self.max_memory_mb, self.files)
+        return ExecutorProcess(self._ctx, index, self.max_memory_mb, self.blobs)
 
     def _receive(self, ex: ExecutorProcess, has_exited: bool) -> None:
         """Take in an executor's outcomes; handle its end if its channel closed or its

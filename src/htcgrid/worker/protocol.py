@@ -27,7 +27,7 @@ class Work(msgspec.Struct, frozen=True, array_like=True):
     codec: str
     payload: bytes
     has_timeout: bool = False  # the agent stops it after a deadline counted from its start
-    payload_ref: str | None = None  # read it from the shared blob files (payload is empty)
+    payload_ref: str | None = None  # read it from the grid's blob store (payload is empty)
 
 
 class Batch(msgspec.Struct, frozen=True, array_like=True, tag="b"):

@@ -96,6 +96,16 @@ class PostgresBackend:
         """Open the store at ``postgresql://...[?schema=NAME]``."""
         return cls(url)
 
+    @staticmethod
+    def open_blobs(url: str) -> GridBlobStore:
+        """The blobs of the store at ``url`` without its task state (the schema must exist:
+        a backend made it), on a connection of their own, made on first use."""
+        rest, blob_dir = take_blob_dir(url)
+        if blob_dir is not None:
+            return open_blob_dir(blob_dir)
+        address = Address.parse(rest, url)
+        return PostgresBlobStore(Connections(address), Sql().bound(address.quoted_schema))
+
     @property
     def url(self) -> str:
         return self._address.url

@@ -157,6 +157,16 @@ class RedisBackend:
         """Open the store at ``redis://…`` or ``rediss://…`` (see the class docstring)."""
         return cls(url)
 
+    @staticmethod
+    def open_blobs(url: str) -> GridBlobStore:
+        """The blobs of the store at ``url`` without its task state, on a connection of
+        their own, made on first use."""
+        rest, blob_dir = take_blob_dir(url)
+        if blob_dir is not None:
+            return open_blob_dir(blob_dir)
+        redis_url, prefix = split_url(rest)
+        return RedisBlobStore(Link(redis_url), StoreKeys(prefix))
+
     @property
     def url(self) -> str:
         return self._url
