@@ -135,7 +135,13 @@ class RedisBackend:
         self._link = Link(redis_url)
         self._keys = StoreKeys(prefix)
         self._files = None if blob_dir is None else open_blob_dir(blob_dir)
-        self._blobs: GridBlobStore = self._files or RedisBlobStore(self._link, self._keys)
+        self._blob_link: Link | None = None
+        self._blobs: GridBlobStore
+        if self._files is not None:
+            self._blobs = self._files
+        else:  # on a link of their own: see Link's carries_payloads
+            self._blob_link = Link(redis_url, carries_payloads=True)
+            self._blobs = RedisBlobStore(self._blob_link, self._keys)
         self._encoder = msgspec.msgpack.Encoder()
         self._spec_decoder = msgspec.msgpack.Decoder(SessionSpec)
         self._state_decoder = msgspec.msgpack.Decoder(State)
@@ -165,7 +171,7 @@ class RedisBackend:
         if blob_dir is not None:
             return open_blob_dir(blob_dir)
         redis_url, prefix = split_url(rest)
-        return RedisBlobStore(Link(redis_url), StoreKeys(prefix))
+        return RedisBlobStore(Link(redis_url, carries_payloads=True), StoreKeys(prefix))
 
     @property
     def url(self) -> str:
@@ -451,6 +457,8 @@ class RedisBackend:
 
     def close(self) -> None:
         self._link.close()
+        if self._blob_link is not None:
+            self._blob_link.close()
 
     # -- internals ------------------------------------------------------------------------
     def _has_append_only_file(self) -> bool:

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import redis
 from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.connection import PythonRespSerializer
 from redis.exceptions import (
     ConnectionError,
     NoScriptError,
@@ -32,6 +33,8 @@ from htcgrid.core.errors import BackendUnavailable, InvalidInput
 T = TypeVar("T")
 
 CONNECT_TIMEOUT_S = 5.0
+#: Values longer than this go to the socket as they are on a link that carries payloads.
+_UNCOPIED_BYTES = 6000
 
 #: redis-py before 5.3 wants a command name to hand out a pooled connection; later versions
 #: warn when given one (and the test suite turns warnings into errors).
@@ -63,16 +66,25 @@ class Cmd:
 class Link:
     """A redis-py client with the grid's error and retry rules."""
 
-    def __init__(self, redis_url: str) -> None:
+    def __init__(self, redis_url: str, *, carries_payloads: bool = False) -> None:
+        """``carries_payloads``: for a link that writes large values (the blob store's), so
+        commands are packed without copying them; the many small commands of the state
+        operations pack faster with hiredis."""
         try:
             self.client = redis.Redis.from_url(
-                redis_url,
-                socket_connect_timeout=CONNECT_TIMEOUT_S,
-                retry=Retry(NoBackoff(), 0),
+                redis_url, socket_connect_timeout=CONNECT_TIMEOUT_S, retry=Retry(NoBackoff(), 0)
             )
         except ValueError as exc:  # redis-py's message for a URL it cannot parse
             raise InvalidInput(f"malformed Redis URL: {exc}") from exc
-        options = self.client.connection_pool.connection_kwargs
+        pool = self.client.connection_pool
+        options = pool.connection_kwargs
+        if carries_payloads:  # set before the pool makes its first connection
+            # redis-py's pure-Python packer hands a long value to the socket as it is, where
+            # hiredis's (the default with hiredis) copies the whole command into a new
+            # buffer: for a megabyte, that copy and the page faults of a fresh buffer cost
+            # more than the send.
+            encode = pool.get_encoder().encode
+            options["command_packer"] = PythonRespSerializer(_UNCOPIED_BYTES, encode)
         if options.get("decode_responses"):
             raise InvalidInput("the store URL must not set decode_responses: payloads are bytes")
         if "path" in options:
