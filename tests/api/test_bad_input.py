@@ -4,7 +4,11 @@ Also the one error table, both ways: the client raises the classes the server ma
 from __future__ import annotations
 
 import base64
+import http.client
+import http.server
+import threading
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import msgspec
@@ -175,30 +179,71 @@ def test_the_error_table_maps_every_family_both_ways(cls: type[errors.GridError]
     assert error_from(502, b"<html>bad gateway</html>").__class__ is errors.BackendUnavailable
 
 
+class _FlakyProxy(http.server.ThreadingHTTPServer):
+    """A real HTTP server in front of the API that answers the next ``failures`` requests
+    with 503 itself and passes the others on."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = urlsplit(upstream)
+        self.failures = 0
+        super().__init__(("127.0.0.1", 0), _ProxyHandler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class _ProxyHandler(http.server.BaseHTTPRequestHandler):
+    server: _FlakyProxy
+    protocol_version = "HTTP/1.1"
+
+    def _relay(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self.server.failures > 0:
+            self.server.failures -= 1
+            status, content, kind = (
+                503,
+                b'{"error":"BackendUnavailable","message":"down"}',
+                ("application/json"),
+            )
+        else:
+            upstream = http.client.HTTPConnection(
+                self.server.upstream.hostname, self.server.upstream.port
+            )
+            headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+            upstream.request(self.command, self.path, body or None, headers)
+            answer = upstream.getresponse()
+            status, content = answer.status, answer.read()
+            kind = answer.getheader("Content-Type") or "application/octet-stream"
+            upstream.close()
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(content)))
+        self.end_headers()
+        self.wfile.write(content)
+
+    do_GET = do_POST = do_PUT = do_DELETE = _relay
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet
+        pass
+
+
 def test_transient_503s_are_retried_for_safe_calls_only(memory_api: ApiThread) -> None:
-    store = HttpStore(memory_api.url, TOKEN_A, patience_s=10)
-    real = store._http
-    failures = {"left": 0}
-
-    def flaky(request: httpx.Request) -> httpx.Response:
-        if failures["left"] > 0:
-            failures["left"] -= 1
-            return httpx.Response(503, json={"error": "BackendUnavailable", "message": "down"})
-        return real.send(request)
-
-    mock = httpx.MockTransport(flaky)
-    store._http = httpx.Client(base_url=memory_api.url, headers=real.headers, transport=mock)
+    proxy = _FlakyProxy(memory_api.url)
+    store = HttpStore(proxy.url, TOKEN_A, patience_s=10)
     try:
-        failures["left"] = 1
+        proxy.failures = 1
         with pytest.raises(htcgrid.BackendUnavailable, match="down"):  # not safe to repeat
             store.create_session("s-transient", htcgrid.SessionSpec(), 0)
         store.create_session("s-transient", htcgrid.SessionSpec(), 0)
-        failures["left"] = 3
+        proxy.failures = 3
         assert store.get_session("s-transient").session_id == "s-transient"  # a read: retried
-        failures["left"] = 2
+        proxy.failures = 2
         tasks = [htcgrid.core.model.NewTask(handler=NOOP, payload=b"\x01")]
         assert store.submit("s-transient", tasks, 0, batch_key="b1") == ["s-transient.0"]
-        assert failures["left"] == 0 and store.counts("s-transient").pending == 1
+        assert proxy.failures == 0 and store.counts("s-transient").pending == 1
     finally:
-        real.close()
         store.close()
+        proxy.shutdown()
+        proxy.server_close()
