@@ -311,7 +311,10 @@ class RedisBackend:
             ]
             return self._link.run(calls)
 
-        replies = self._link.safely(extend)
+        # Tried once: the heartbeat's next beat renews again, and a renewal repeated with
+        # backoff (each try up to the connect timeout on a dead link) could outlast the
+        # leases it means to extend before the heartbeat even hears of the failure.
+        replies = self._link.once(extend)
         return self._scatter(len(leases), groups, replies)
 
     def complete(self, completions: Sequence[Completion], now: float) -> list[bool]:
