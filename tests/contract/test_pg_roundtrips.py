@@ -80,32 +80,6 @@ def test_claim_complete_and_expire_send_one_statement_each_postgres(
     assert statements() == 1
 
 
-def test_a_claim_commits_without_waiting_for_a_flush_and_a_completion_waits_postgres(
-    postgres: Backend, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A lost claim only makes the grid redo work, a lost completion would lose a result:
-    only the claim's transaction may skip the WAL flush (``PostgresBackend.claim``)."""
-    open_session(postgres, "s", n=2)
-    seen: dict[str, str] = {}
-    execute = psycopg.Connection.execute
-
-    def watched(self: psycopg.Connection[Any], query: Any, *args: Any, **kwargs: Any) -> Any:
-        cursor = execute(self, query, *args, **kwargs)
-        for function in ("claim_tasks", "end_attempts"):
-            if function in str(query):
-                row = execute(self, "SELECT current_setting('synchronous_commit')").fetchone()
-                seen[function] = row[0] if row else "?"
-        return cursor
-
-    monkeypatch.setattr(psycopg.Connection, "execute", watched)
-    claims = postgres.claim("w", 2, TTL, T0 + 1)
-    assert postgres.complete([decide_success(c.lease, b"r", None) for c in claims], T0 + 2) == [
-        True,
-        True,
-    ]
-    assert seen == {"claim_tasks": "off", "end_attempts": "on"}
-
-
 def test_a_batch_with_repeats_and_strangers_is_answered_in_order_postgres(
     postgres: Backend,
 ) -> None:

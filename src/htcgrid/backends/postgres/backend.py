@@ -233,13 +233,9 @@ class PostgresBackend:
         # comes back, seconds later, with leases counted from when it was sent. Its answer is
         # late too, and the transaction is rolled back (never committed) and the claim made
         # afresh; a break before COMMIT is replayed at once, if at all.
-        # Not durable: a claim the server loses in a crash leaves its tasks pending at their
-        # old attempt. They are claimed again, and each task still takes one result, fenced
-        # by (worker, attempt); the grid may redo a little work, never lose or repeat a
-        # result. It spares the claim an fsync: a fifth of W2's round trip on this store.
         for _ in range(_LATE_CLAIM_TRIES):
             try:
-                rows = self._db.transaction(take, is_timely=True, is_durable=False)
+                rows = self._db.transaction(take, is_timely=True)
                 break
             except _LateClaim:
                 log.info("a claim was answered late; it was rolled back and is made again")

@@ -43,8 +43,6 @@ Conn = psycopg.Connection[TupleRow]
 T = TypeVar("T")
 
 _BEGIN = b"BEGIN"
-#: One round trip, as BEGIN alone: a simple query may hold several statements.
-_BEGIN_UNFLUSHED = b"BEGIN; SET LOCAL synchronous_commit TO off"
 _COMMIT = b"COMMIT"
 _ROLLBACK = b"ROLLBACK"
 _CONFLICT_RETRIES = 8  # deadlocks are rare (lock order is fixed) but not impossible
@@ -126,25 +124,12 @@ class Connections:
         self._is_closed = False
 
     # -- running statements ---------------------------------------------------------------
-    def transaction(
-        self, body: Callable[[Conn], T], *, is_timely: bool = False, is_durable: bool = True
-    ) -> T:
+    def transaction(self, body: Callable[[Conn], T], *, is_timely: bool = False) -> T:
         """Run ``body`` in one transaction. Replayed when PostgreSQL rolled it back (deadlock)
         and, on a new connection, when the connection broke before COMMIT was sent: in both
         cases nothing of it was applied. ``is_timely`` bodies (leases computed from the
-        caller's ``now``) are replayed after a break only at once, never seconds later.
-
-        A transaction that is not ``is_durable`` commits without waiting for its WAL to be
-        flushed (``synchronous_commit`` off): a crash of the server may undo it after it
-        returned, so it must be one whose loss the grid survives. Any later durable commit
-        flushes it too, as the WAL is written in order."""
-        return self._run(
-            body,
-            in_transaction=True,
-            is_idempotent=False,
-            is_timely=is_timely,
-            begin=_BEGIN if is_durable else _BEGIN_UNFLUSHED,
-        )
+        caller's ``now``) are replayed after a break only at once, never seconds later."""
+        return self._run(body, in_transaction=True, is_idempotent=False, is_timely=is_timely)
 
     def read(self, body: Callable[[Conn], T]) -> T:
         """Run read-only statements (each sees its own snapshot); retried like transactions."""
@@ -166,7 +151,6 @@ class Connections:
         in_transaction: bool,
         is_idempotent: bool,
         is_timely: bool,
-        begin: bytes = _BEGIN,
     ) -> T:
         conflicts = 0
         pauses = _Pauses(_TIMELY_BUDGET_S if is_timely else _RECONNECT_BUDGET_S)
@@ -181,7 +165,7 @@ class Connections:
             try:
                 if not in_transaction:
                     return body(conn)
-                conn.execute(begin, prepare=False)
+                conn.execute(_BEGIN, prepare=False)
                 result = body(conn)
                 is_committing = True
                 conn.execute(_COMMIT, prepare=False)
