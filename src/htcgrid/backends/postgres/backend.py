@@ -179,36 +179,32 @@ class PostgresBackend:
             columns["payload_refs"].append(t.payload_ref)
             columns["timeouts"].append(None if t.timeout_s is None else float(t.timeout_s))
         n = len(columns["handlers"])
+        params = {
+            **columns,
+            "session_id": session_id,
+            "batch_key": batch_key,
+            "now": now,
+            "max_index": MAX_INDEX,
+            "work_channel": self._work_channel,
+        }
 
-        def add(conn: Conn) -> tuple[int, int]:
-            row = conn.execute(
-                self._sql.submit_lock, {"session_id": session_id, "batch_key": batch_key}
-            ).fetchone()
-            if row is None:
-                raise NotFound(f"no session {session_id}")
-            sid, is_cancelled, first, spec, seen_first, seen_count = row
-            if batch_key is not None and seen_first is not None:
-                check_batch_size(batch_key, seen_count, n)
-                return seen_first, seen_count
-            if is_cancelled:
-                raise InvalidInput(f"session {session_id} is cancelled; it takes no new tasks")
-            if first + n - 1 > MAX_INDEX:
-                raise InvalidInput(f"session {session_id} cannot hold more tasks")
-            params = {
-                **columns,
-                "sid": sid,
-                "first": first,
-                "first_key": task_key(sid, first),
-                "n": n,
-                "now": now,
-                "batch_key": batch_key,
-                "default_timeout_s": self._spec_decoder.decode(spec).timeout_s,
-                "work_channel": self._work_channel,
-            }
-            conn.execute(self._sql.submit_insert, params)
-            return first, n
+        def add(conn: Conn) -> tuple[int, int, int]:
+            row = conn.execute(self._sql.submit, params).fetchone()
+            assert row is not None  # the function always answers one row
+            return row[0], row[1], row[2]
 
-        first, count = self._db.transaction(add)
+        # One statement (submit_tasks locks, checks and inserts in the server), atomic on
+        # its own. Repeated after a break only with a batch key, which makes a repeat
+        # return the first acceptance instead of adding the batch twice.
+        status, first, count = self._db.statement(add, is_idempotent=batch_key is not None)
+        if status == -1:
+            raise NotFound(f"no session {session_id}")
+        if status == -2:
+            check_batch_size(batch_key or "", count, n)
+        elif status == -3:
+            raise InvalidInput(f"session {session_id} is cancelled; it takes no new tasks")
+        elif status == -4:
+            raise InvalidInput(f"session {session_id} cannot hold more tasks")
         return [task_id(session_id, i) for i in range(first, first + count)]
 
     def claim(self, worker_id: str, max_tasks: int, lease_ttl_s: float, now: float) -> list[Claim]:
@@ -246,6 +242,8 @@ class PostgresBackend:
         for session_id, spec, *task in rows:  # plan order, then oldest first
             if spec is not None:  # on the first row of each session
                 specs[session_id] = self._spec_decoder.decode(spec)
+            if task[-1] is None:  # submitted without a timeout: the session's default
+                task[-1] = specs[session_id].timeout_s
             claims.append(convert.claim(session_id, specs[session_id], task, worker_id, expiry))
         return claims
 

@@ -84,31 +84,11 @@ class Sql:
         DELETE FROM {s}.sessions WHERE sid = %(sid)s"""
 
     # -- submit ---------------------------------------------------------------------------
-    submit_lock: str = """
-        SELECT s.sid, s.is_cancelled, s.next_index, s.spec, b.first_index, b.count
-        FROM {s}.sessions AS s
-        LEFT JOIN {s}.batches AS b ON b.sid = s.sid AND b.batch_key = %(batch_key)s
-        WHERE s.session_id = %(session_id)s
-        FOR UPDATE OF s"""
-    submit_insert: str = """
-        WITH added AS (
-            INSERT INTO {s}.tasks
-                (key, sid, handler, codec, payload, payload_ref, timeout_s, submitted_at)
-            SELECT %(first_key)s + t.ord - 1, %(sid)s, t.handler, t.codec, t.payload,
-                t.payload_ref, coalesce(t.timeout_s, %(default_timeout_s)s::float8), %(now)s
-            FROM unnest(%(handlers)b::text[], %(codecs)b::text[], %(payloads)b::bytea[],
-                        %(payload_refs)b::text[], %(timeouts)b::float8[])
-                WITH ORDINALITY AS t(handler, codec, payload, payload_ref, timeout_s, ord)
-        ), batch AS (
-            INSERT INTO {s}.batches (sid, batch_key, first_index, count)
-            SELECT %(sid)s, %(batch_key)s, %(first)s, %(n)s
-            WHERE %(batch_key)s::text IS NOT NULL
-        ), counted AS (
-            UPDATE {s}.sessions
-            SET next_index = next_index + %(n)s, n_pending = n_pending + %(n)s
-            WHERE sid = %(sid)s
-        )
-        SELECT pg_notify(%(work_channel)s, '') WHERE %(n)s > 0"""
+    submit: str = """
+        SELECT * FROM {s}.submit_tasks(
+            %(session_id)s, %(batch_key)s, %(handlers)b::text[], %(codecs)b::text[],
+            %(payloads)b::bytea[], %(payload_refs)b::text[], %(timeouts)b::float8[], %(now)s,
+            %(max_index)s, %(work_channel)s)"""
 
     # -- claim ----------------------------------------------------------------------------
     # One statement: the function (schema version 2) plans the split between sessions, locks
