@@ -80,6 +80,30 @@ def test_claim_complete_and_expire_send_one_statement_each_postgres(
     assert statements() == 1
 
 
+def test_a_claim_that_takes_nothing_is_rolled_back_postgres(
+    postgres: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It locked the session it planned; a COMMIT would wait for a WAL flush holding that
+    lock, and with it the completion of the claim that took the tasks (``_NothingTaken``)."""
+    open_session(postgres, "s", n=1, max_attempts=3, retry_backoff_s=10.0)
+    [c] = postgres.claim("w", 1, TTL, T0)
+    error = ErrorInfo(kind=FailureKind.ERROR, type="E", message="m")
+    assert postgres.complete([decide_failure(c.lease, error, T0 + 1)], T0 + 1) == [True]
+    sent: list[object] = []
+    execute = psycopg.Connection.execute
+
+    def recorded(self: psycopg.Connection[Any], *args: Any, **kwargs: Any) -> Any:
+        sent.append(args[0])
+        return execute(self, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.Connection, "execute", recorded)
+    assert postgres.claim("w", 10, TTL, T0 + 5) == []  # planned (pending), but not due
+    assert [sent[0], sent[-1]] == [b"BEGIN", b"ROLLBACK"] and len(sent) == 3
+    monkeypatch.undo()
+    [again] = postgres.claim("w", 10, TTL, T0 + 11)  # nothing was lost by the rollback
+    assert (again.task_id, again.attempt) == (c.task_id, 2)
+
+
 def test_a_batch_with_repeats_and_strangers_is_answered_in_order_postgres(
     postgres: Backend,
 ) -> None:

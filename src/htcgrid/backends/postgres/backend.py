@@ -59,6 +59,14 @@ _LATE_CLAIM = 0.25
 _LATE_CLAIM_TRIES = 3
 
 
+class _NothingTaken(Exception):
+    """Raised inside a claim's transaction that took no task, to roll it back: it locked
+    the sessions it planned (their row locks are written to the WAL), and a COMMIT would
+    wait for a flush while holding them, and with them the completion of the claim that
+    took the tasks (a lone task's: W2). What it wrote besides is a hint (``last_served``,
+    the ``fresh_from`` window of a session it found empty) that the next claim recomputes."""
+
+
 class _LateClaim(Exception):
     """A claim's answer came so late that its leases may be expired when committed."""
 
@@ -220,7 +228,9 @@ class PostgresBackend:
             expiry = clock() + lease_ttl_s  # counted from now: a replay grants a full lease
             params["expiry"] = expiry
             rows = conn.execute(self._sql.claim, params, binary=True).fetchall()
-            if rows and time.monotonic() - sent > lease_ttl_s * _LATE_CLAIM:
+            if not rows:
+                raise _NothingTaken
+            if time.monotonic() - sent > lease_ttl_s * _LATE_CLAIM:
                 raise _LateClaim  # roll back: these leases have been running out all along
             return rows
 
@@ -233,6 +243,8 @@ class PostgresBackend:
             try:
                 rows = self._db.transaction(take, is_timely=True)
                 break
+            except _NothingTaken:
+                return []
             except _LateClaim:
                 log.info("a claim was answered late; it was rolled back and is made again")
         else:
