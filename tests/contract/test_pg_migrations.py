@@ -4,7 +4,6 @@ current code opens it, and what it held keeps working."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -18,13 +17,6 @@ from htcgrid.core.retry import decide_success
 from tests.stores.postgres import open_postgres_store, server_url
 
 from .helpers import HANDLER, TTL
-
-
-@pytest.fixture
-def postgres(tmp_path: Path) -> Iterator[Backend]:
-    store = open_postgres_store(tmp_path)
-    yield store
-    store.close()
 
 
 def _version(store: Backend) -> int:
@@ -57,21 +49,3 @@ def test_a_version_2_store_is_migrated_and_its_sessions_keep_working_postgres(
         assert store.counts("s").succeeded == 2
     finally:
         store.close()
-
-
-def test_submit_sends_one_statement_postgres(
-    postgres: Backend, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    postgres.create_session("s", SessionSpec(), time.time())
-    sent: list[object] = []
-    execute = psycopg.Connection.execute
-
-    def counted(self: psycopg.Connection[object], *args: object, **kwargs: object) -> object:
-        sent.append(args[0])
-        return execute(self, *args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(psycopg.Connection, "execute", counted)
-    ids = postgres.submit("s", [NewTask(handler=HANDLER)] * 3, time.time(), batch_key="k")
-    assert len(sent) == 1  # no BEGIN, no COMMIT: the function is its own transaction
-    again = postgres.submit("s", [NewTask(handler=HANDLER)] * 3, time.time(), batch_key="k")
-    assert again == ids and postgres.counts("s").pending == 3

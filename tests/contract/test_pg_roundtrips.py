@@ -39,16 +39,22 @@ def _schema(store: Backend) -> str:
     return parse_qs(urlsplit(store.url).query)["schema"][0]
 
 
-def _counting(monkeypatch: pytest.MonkeyPatch) -> Callable[[], int]:
-    """Count the statements sent from now on (each one round trip)."""
+def _recording(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """The statements sent from now on (each one round trip), as they are sent."""
     sent: list[object] = []
     execute = psycopg.Connection.execute
 
-    def counted(self: psycopg.Connection[Any], *args: Any, **kwargs: Any) -> Any:
+    def recorded(self: psycopg.Connection[Any], *args: Any, **kwargs: Any) -> Any:
         sent.append(args[0])
         return execute(self, *args, **kwargs)
 
-    monkeypatch.setattr(psycopg.Connection, "execute", counted)
+    monkeypatch.setattr(psycopg.Connection, "execute", recorded)
+    return sent
+
+
+def _counting(monkeypatch: pytest.MonkeyPatch) -> Callable[[], int]:
+    """Count the statements sent from now on (each one round trip)."""
+    sent = _recording(monkeypatch)
 
     def taken() -> int:
         n = len(sent)
@@ -89,19 +95,23 @@ def test_a_claim_that_takes_nothing_is_rolled_back_postgres(
     [c] = postgres.claim("w", 1, TTL, T0)
     error = ErrorInfo(kind=FailureKind.ERROR, type="E", message="m")
     assert postgres.complete([decide_failure(c.lease, error, T0 + 1)], T0 + 1) == [True]
-    sent: list[object] = []
-    execute = psycopg.Connection.execute
-
-    def recorded(self: psycopg.Connection[Any], *args: Any, **kwargs: Any) -> Any:
-        sent.append(args[0])
-        return execute(self, *args, **kwargs)
-
-    monkeypatch.setattr(psycopg.Connection, "execute", recorded)
+    sent = _recording(monkeypatch)
     assert postgres.claim("w", 10, TTL, T0 + 5) == []  # planned (pending), but not due
     assert [sent[0], sent[-1]] == [b"BEGIN", b"ROLLBACK"] and len(sent) == 3
     monkeypatch.undo()
     [again] = postgres.claim("w", 10, TTL, T0 + 11)  # nothing was lost by the rollback
     assert (again.task_id, again.attempt) == (c.task_id, 2)
+
+
+def test_submit_sends_one_statement_postgres(
+    postgres: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    open_session(postgres, "s")
+    statements = _counting(monkeypatch)
+    ids = postgres.submit("s", new_tasks(3), T0, batch_key="k")
+    assert statements() == 1  # no BEGIN, no COMMIT: submit_tasks is its own transaction
+    assert postgres.submit("s", new_tasks(3), T0, batch_key="k") == ids  # the key answers
+    assert statements() == 1 and postgres.counts("s").pending == 3
 
 
 def test_a_batch_with_repeats_and_strangers_is_answered_in_order_postgres(
