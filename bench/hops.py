@@ -21,9 +21,22 @@ that can carry it, so a W2 latency can be read against what the machine allows:
   to its executor over a pipe, gets it back and ``LPUSH``es the result. Raw sockets, no
   claim script, no lease, no encoding: two store round trips fewer than the grid's
   (claim, complete), and no second worker.
+- ``sqlite-w2``: the W2 shape through a SQLite file in WAL mode, with the writes a durable
+  grid cannot do without: the client commits the task, the agent commits its claim and,
+  after the executor's round trip, the result, and the client reads the result back. Each
+  hand-over is a byte on a pipe (the cheapest wake-up there is; the grid's processes are not
+  each other's parents, so it uses files). Three write transactions, one read, no second
+  worker.
+- ``postgres-w2``: the same shape through PostgreSQL, with ``LISTEN``/``NOTIFY`` for the
+  wake-ups, as the grid does: the client inserts the task and notifies in one statement, the
+  agent is woken, claims it in one ``UPDATE``, passes it through the executor and stores the
+  result with a notification in one statement, and the client, woken, selects the result.
+  Every write is its own transaction, flushed at commit (claims must be, see
+  docs/postgres.md): three flushed commits and four round trips, no second worker.
 
 Redis is the server on 127.0.0.1:6379 (database 14, keys deleted afterwards); PostgreSQL is
-the ``test`` database on 127.0.0.1:5432. A variant whose server cannot be reached is left out
+the ``test`` database on 127.0.0.1:5432 (a table made for the run and dropped afterwards);
+SQLite's file is made in a temporary directory. A variant whose server cannot be reached is left out
 with a note on stderr.
 """
 
@@ -34,8 +47,10 @@ import json
 import os
 import shlex
 import socket
+import sqlite3
 import statistics
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -211,6 +226,78 @@ def run_redis_w2(rounds: int) -> list[float]:
         sock.close()
 
 
+# -- SQLite -------------------------------------------------------------------------------
+def sqlite_open(path: str) -> sqlite3.Connection:
+    """A connection as the grid opens one: autocommit, WAL, synchronous NORMAL."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    return conn
+
+
+def sqlite_agent(path: str, wake_r: int, done_w: int, down: tuple[int, int]) -> None:
+    """Child: woken by a byte, claim the oldest pending task, pass it through the executor,
+    commit its result, wake the client."""
+    conn = sqlite_open(path)
+    down_w, down_r = down
+    while os.read(wake_r, 64):
+        conn.execute("BEGIN IMMEDIATE")
+        key, payload = conn.execute(
+            "UPDATE tasks SET state = 1 WHERE key = (SELECT min(key) FROM tasks WHERE state = 0)"
+            " RETURNING key, payload"
+        ).fetchone()
+        conn.execute("COMMIT")
+        os.write(down_w, payload)
+        result = os.read(down_r, 64)
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("UPDATE tasks SET state = 2, result = ? WHERE key = ?", (result, key))
+        conn.execute("COMMIT")
+        os.write(done_w, b"x")
+    os._exit(0)
+
+
+def run_sqlite_w2(rounds: int) -> list[float]:
+    with tempfile.TemporaryDirectory(prefix="hops-") as tmp:
+        path = os.path.join(tmp, "w2.db")
+        conn = sqlite_open(path)
+        conn.execute(
+            "CREATE TABLE tasks (key INTEGER PRIMARY KEY, state INTEGER, payload BLOB, result BLOB)"
+        )
+        conn.execute("CREATE INDEX tasks_pending ON tasks (key) WHERE state = 0")
+        (ex_w, ex_r), (ex_up_w, ex_up_r) = pipe_pair()
+        executor = fork(echo, ex_r, ex_up_w, close=[ex_w, ex_up_r])
+        (wake_w, wake_r), (done_w, done_r) = pipe_pair()
+        agent = fork(
+            sqlite_agent,
+            path,
+            wake_r,
+            done_w,
+            (ex_w, ex_up_r),
+            close=[ex_r, ex_up_w, wake_w, done_r],
+        )
+        os.close(wake_r)
+        os.close(done_w)
+
+        def one() -> None:
+            conn.execute("BEGIN IMMEDIATE")
+            key = conn.execute(
+                "INSERT INTO tasks (state, payload) VALUES (0, ?)", (b"task",)
+            ).lastrowid
+            conn.execute("COMMIT")
+            os.write(wake_w, b"x")
+            os.read(done_r, 64)
+            conn.execute("SELECT result FROM tasks WHERE key = ?", (key,)).fetchone()
+
+        try:
+            return timed(rounds, one)
+        finally:
+            os.close(wake_w)
+            os.waitpid(agent, 0)
+            os.close(ex_w)
+            os.waitpid(executor, 0)
+            conn.close()
+
+
 # -- PostgreSQL ---------------------------------------------------------------------------
 def run_postgres_rtt(rounds: int) -> list[float]:
     import psycopg
@@ -219,12 +306,80 @@ def run_postgres_rtt(rounds: int) -> list[float]:
         return timed(rounds, lambda: conn.execute("SELECT 1").fetchone() and None)
 
 
+def postgres_agent(table: str, down: tuple[int, int]) -> None:
+    """Child: woken by a notification, claim the oldest pending task, pass it through the
+    executor, store its result and notify the client, each write its own transaction."""
+    import psycopg
+
+    down_w, down_r = down
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        conn.execute(f"LISTEN {table}_work")
+        claim = (
+            f"UPDATE {table} SET state = 1 WHERE key = (SELECT key FROM {table} WHERE state = 0"
+            " ORDER BY key LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING key, payload"
+        )
+        complete = (
+            f"WITH done AS (UPDATE {table} SET state = 2, result = %s WHERE key = %s)"
+            f" SELECT pg_notify('{table}_done', '')"
+        )
+        while True:
+            # the generator holds the connection until it ends: wait, then claim
+            notes = [note.payload for note in conn.notifies(stop_after=1)]
+            if "stop" in notes:
+                break
+            row = conn.execute(claim).fetchone()
+            if row is None:
+                continue
+            os.write(down_w, row[1])
+            conn.execute(complete, (os.read(down_r, 64), row[0]))
+    os._exit(0)
+
+
+def run_postgres_w2(rounds: int) -> list[float]:
+    import psycopg
+
+    table = f"hops_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        conn.execute(
+            f"CREATE TABLE {table} (key bigserial PRIMARY KEY, state smallint NOT NULL,"
+            " payload bytea, result bytea)"
+        )
+        conn.execute(f"LISTEN {table}_done")
+        (ex_w, ex_r), (ex_up_w, ex_up_r) = pipe_pair()
+        executor = fork(echo, ex_r, ex_up_w, close=[ex_w, ex_up_r])
+        agent = fork(postgres_agent, table, (ex_w, ex_up_r), close=[ex_r, ex_up_w])
+        time.sleep(0.5)  # the agent is listening
+        submit = (
+            f"WITH t AS (INSERT INTO {table} (state, payload) VALUES (0, %s) RETURNING key)"
+            f" SELECT t.key, pg_notify('{table}_work', '') FROM t"
+        )
+        read = f"SELECT result FROM {table} WHERE key = %s"
+
+        def one() -> None:
+            row = conn.execute(submit, (b"task",)).fetchone()
+            assert row is not None
+            for _ in conn.notifies(stop_after=1):
+                pass
+            conn.execute(read, (row[0],)).fetchone()
+
+        try:
+            return timed(rounds, one)
+        finally:
+            conn.execute(f"NOTIFY {table}_work, 'stop'")
+            os.waitpid(agent, 0)
+            os.close(ex_w)
+            os.waitpid(executor, 0)
+            conn.execute(f"DROP TABLE {table}")
+
+
 VARIANTS: dict[str, Callable[[int], list[float]]] = {
     "pipe": run_pipe,
     "processes": run_processes,
     "redis-rtt": run_redis_rtt,
     "redis-w2": run_redis_w2,
+    "sqlite-w2": run_sqlite_w2,
     "postgres-rtt": run_postgres_rtt,
+    "postgres-w2": run_postgres_w2,
 }
 
 
