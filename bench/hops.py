@@ -36,8 +36,8 @@ that can carry it, so a W2 latency can be read against what the machine allows:
 
 Redis is the server on 127.0.0.1:6379 (database 14, keys deleted afterwards); PostgreSQL is
 the ``test`` database on 127.0.0.1:5432 (a table made for the run and dropped afterwards);
-SQLite's file is made in a temporary directory. A variant whose server cannot be reached is left out
-with a note on stderr.
+SQLite's file is made in a temporary directory. A variant whose server cannot be reached is
+left out with a note on stderr.
 """
 
 from __future__ import annotations
@@ -306,14 +306,16 @@ def run_postgres_rtt(rounds: int) -> list[float]:
         return timed(rounds, lambda: conn.execute("SELECT 1").fetchone() and None)
 
 
-def postgres_agent(table: str, down: tuple[int, int]) -> None:
-    """Child: woken by a notification, claim the oldest pending task, pass it through the
-    executor, store its result and notify the client, each write its own transaction."""
+def postgres_agent(table: str, ready_w: int, down: tuple[int, int]) -> None:
+    """Child: say on ``ready_w`` that it listens; then, woken by a notification, claim the
+    oldest pending task, pass it through the executor, store its result and notify the
+    client, each write its own transaction."""
     import psycopg
 
     down_w, down_r = down
     with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
         conn.execute(f"LISTEN {table}_work")
+        os.write(ready_w, b"x")
         claim = (
             f"UPDATE {table} SET state = 1 WHERE key = (SELECT key FROM {table} WHERE state = 0"
             " ORDER BY key LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING key, payload"
@@ -347,8 +349,11 @@ def run_postgres_w2(rounds: int) -> list[float]:
         conn.execute(f"LISTEN {table}_done")
         (ex_w, ex_r), (ex_up_w, ex_up_r) = pipe_pair()
         executor = fork(echo, ex_r, ex_up_w, close=[ex_w, ex_up_r])
-        agent = fork(postgres_agent, table, (ex_w, ex_up_r), close=[ex_r, ex_up_w])
-        time.sleep(0.5)  # the agent is listening
+        ready_r, ready_w = os.pipe()
+        agent = fork(
+            postgres_agent, table, ready_w, (ex_w, ex_up_r), close=[ex_r, ex_up_w, ready_r]
+        )
+        os.close(ready_w)
         submit = (
             f"WITH t AS (INSERT INTO {table} (state, payload) VALUES (0, %s) RETURNING key)"
             f" SELECT t.key, pg_notify('{table}_work', '') FROM t"
@@ -363,6 +368,10 @@ def run_postgres_w2(rounds: int) -> list[float]:
             conn.execute(read, (row[0],)).fetchone()
 
         try:
+            is_listening = os.read(ready_r, 1)  # a notification sent before would be lost
+            os.close(ready_r)
+            if not is_listening:
+                raise OSError("the PostgreSQL agent did not start")
             return timed(rounds, one)
         finally:
             conn.execute(f"NOTIFY {table}_work, 'stop'")
