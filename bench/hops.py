@@ -72,7 +72,7 @@ def percentiles(samples_s: list[float]) -> dict[str, float]:
     }
 
 
-def timed(rounds: int, one: Callable[[], None]) -> list[float]:
+def timed(rounds: int, one: Callable[[], object]) -> list[float]:
     """``one`` run ``rounds`` times after a tenth as many untimed; each run's seconds."""
     for _ in range(max(10, rounds // 10)):
         one()
