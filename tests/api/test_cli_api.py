@@ -19,7 +19,7 @@ from htcgrid.api.auth import load_tokens
 from htcgrid.api.serve import ApiThread, Listen
 from htcgrid.backends.memory import MemoryBackend
 from htcgrid.client.http import HttpStore
-from tests.api.conftest import HTCGRID, TOKEN_A, TOKENS, free_port
+from tests.api.conftest import HTCGRID, TOKEN_A, TOKENS, free_port, self_signed_certificate
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -99,29 +99,7 @@ def test_the_remote_client_needs_no_server_dependency() -> None:
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
 def test_https_with_a_private_ca_bundle(tmp_path: Path) -> None:
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1,DNS:localhost",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    cert, key = self_signed_certificate(tmp_path)
     settings = ApiSettings(backend=MemoryBackend(), tokens=TOKENS)
     listen = Listen(port=0, ssl_certfile=str(cert), ssl_keyfile=str(key))
     with ApiThread(settings, listen) as api:
