@@ -378,14 +378,14 @@ def _connections(
     proxy = getproxies().get(parts.scheme)
     if not proxy or proxy_bypass(parts.netloc):
         return urllib3.connection_from_url(url, **options), ""
-    seen = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
-    if seen.scheme not in ("http", "https") or not seen.hostname:
+    via = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+    if via.scheme not in ("http", "https") or not via.hostname:
         raise InvalidInput(f"malformed proxy URL {proxy!r} in the environment")
-    if seen.username is not None:  # user:password@ is the proxy's basic authentication
-        auth = f"{unquote(seen.username)}:{unquote(seen.password or '')}"
+    if via.username is not None:  # user:password@ is the proxy's basic authentication
+        auth = f"{unquote(via.username)}:{unquote(via.password or '')}"
         options["proxy_headers"] = urllib3.make_headers(proxy_basic_auth=auth)
     origin = f"{parts.scheme}://{parts.netloc}"
-    return urllib3.ProxyManager(seen.geturl(), num_pools=1, **options), origin
+    return urllib3.ProxyManager(via.geturl(), num_pools=1, **options), origin
 
 
 def _close(http: urllib3.HTTPConnectionPool | urllib3.ProxyManager) -> None:
