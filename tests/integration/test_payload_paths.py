@@ -7,6 +7,7 @@ names: from and to files (the embedded store, or a Redis or PostgreSQL store ope
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,18 @@ from tests.integration import handlers
 from tests.stores import open_store
 
 MIB = 1024 * 1024
+
+
+def _names_once_inputs_go(session_dir: Path, patience_s: float = 10.0) -> list[str]:
+    """The session's blob files, once its input files are gone or ``patience_s`` passed.
+    The agent deletes a task's input after the store accepted its completion, so a result
+    can reach the client a moment before its input is deleted."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        names = sorted(p.name for p in session_dir.iterdir())
+        if not any(n.startswith("input-") for n in names) or time.monotonic() > deadline:
+            return names
+        time.sleep(0.05)
 
 
 @pytest.mark.parametrize("name", ["sqlite", "redis", "postgres", "redis-files", "postgres-files"])
@@ -44,7 +57,7 @@ def test_megabyte_inputs_and_results_arrive_whole(name: str, tmp_path: Path) -> 
             if isinstance(store.blobs, FileBlobStore):
                 # the results are files; each task's input file is gone, no temporary is left
                 session_dir = store.blobs.root / session.session_id
-                names = sorted(p.name for p in session_dir.iterdir())
+                names = _names_once_inputs_go(session_dir)
                 assert [n for n in names if n.startswith("output-")], names
                 assert not [n for n in names if n.startswith(("input-", "."))], names
                 store.delete_session(session.session_id)
