@@ -20,6 +20,7 @@ from htcgrid.api.serve import ApiThread
 from htcgrid.client.http import HttpStore
 from htcgrid.core import errors
 from tests.api.conftest import LIMITS, TOKEN_A
+from tests.api.relay import answer, pass_on
 
 NOOP = "import:htcgrid.workloads:noop"
 ONE = base64.b64encode(msgspec.msgpack.encode(1)).decode()
@@ -202,26 +203,11 @@ class _ProxyHandler(http.server.BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         if self.server.failures > 0:
             self.server.failures -= 1
-            status, content, kind = (
-                503,
-                b'{"error":"BackendUnavailable","message":"down"}',
-                ("application/json"),
-            )
+            down = b'{"error":"BackendUnavailable","message":"down"}'
+            answer(self, 503, "application/json", down)
         else:
-            upstream = http.client.HTTPConnection(
-                self.server.upstream.hostname, self.server.upstream.port
-            )
-            headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
-            upstream.request(self.command, self.path, body or None, headers)
-            answer = upstream.getresponse()
-            status, content = answer.status, answer.read()
-            kind = answer.getheader("Content-Type") or "application/octet-stream"
-            upstream.close()
-        self.send_response(status)
-        self.send_header("Content-Type", kind)
-        self.send_header("Content-Length", str(len(content)))
-        self.end_headers()
-        self.wfile.write(content)
+            upstream = self.server.upstream
+            pass_on(self, upstream.hostname or "", upstream.port, self.path, body)
 
     do_GET = do_POST = do_PUT = do_DELETE = _relay
 

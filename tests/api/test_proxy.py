@@ -3,7 +3,6 @@ do: a real forward proxy (an HTTP server taking absolute-form requests) in front
 
 from __future__ import annotations
 
-import http.client
 import http.server
 import select
 import shutil
@@ -22,6 +21,7 @@ from htcgrid.api.serve import ApiThread, Listen
 from htcgrid.backends.memory import MemoryBackend
 from htcgrid.client.http import HttpStore
 from tests.api.conftest import TOKEN_A, TOKENS, self_signed_certificate
+from tests.api.relay import pass_on
 
 _PROXY_VARIABLES = (
     "http_proxy",
@@ -57,19 +57,8 @@ class _RelayHandler(http.server.BaseHTTPRequestHandler):
         if not target.hostname:  # origin-form: a client that did not treat us as a proxy
             self.send_error(400, "absolute URL expected")
             return
-        upstream = http.client.HTTPConnection(target.hostname, target.port)
-        skip = {"host", "proxy-authorization", "proxy-connection"}
-        headers = {k: v for k, v in self.headers.items() if k.lower() not in skip}
         path = target.path + (f"?{target.query}" if target.query else "")
-        upstream.request(self.command, path, body or None, headers)
-        answer = upstream.getresponse()
-        content = answer.read()
-        upstream.close()
-        self.send_response(answer.status)
-        self.send_header("Content-Type", answer.getheader("Content-Type") or "text/plain")
-        self.send_header("Content-Length", str(len(content)))
-        self.end_headers()
-        self.wfile.write(content)
+        pass_on(self, target.hostname, target.port, path, body)
 
     do_GET = do_POST = do_PUT = do_DELETE = _relay
 
