@@ -10,8 +10,10 @@ from __future__ import annotations
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -76,6 +78,19 @@ class Proc:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stacks(self) -> str:
+        """Where each of the process's threads is now (py-spy), for a failure message: a
+        drill that finds a call hanging should say which call."""
+        spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which(
+            "py-spy"
+        )
+        if spy is None or self.popen.poll() is not None:
+            return "(no stacks: py-spy is missing or the process has exited)"
+        done = subprocess.run(
+            [spy, "dump", "--pid", str(self.pid)], capture_output=True, text=True, timeout=60
+        )
+        return done.stdout + done.stderr
 
     def stop(self, timeout_s: float = 30.0) -> int:
         """SIGTERM (a worker drains), wait up to ``timeout_s``; fail if it did not exit."""

@@ -275,7 +275,8 @@ def test_a_cut_off_worker_fails_its_store_calls_and_serves_again_once_back(
                 pytest.fail(
                     f"the {missing} of a worker cut off the network did not see a store call "
                     f"fail within {STORE_CALL_BOUND_S:g} s: a call on a dead link blocks (no "
-                    f"socket timeout or TCP keepalive?)\n{worker.log()[-3000:]}"
+                    f"socket timeout or TCP keepalive?)\n{worker.log()[-3000:]}\n"
+                    f"{worker.stacks()}"
                 )
             time.sleep(0.2)
         # After its failed call the agent tries again at once (a claim: tasks are pending).
