@@ -66,7 +66,7 @@ from htcgrid import codec as codecs
 from htcgrid.backends.base import Backend
 from htcgrid.backends.blobs import DEFAULT_INLINE_LIMIT
 from htcgrid.backends.registry import open_backend
-from htcgrid.benchmark.measure import machine
+from htcgrid.benchmark.measure import append_line, machine
 from htcgrid.client.payloads import HandlerRefs, new_task, outcome
 from htcgrid.core.ids import new_session_id
 from htcgrid.core.model import Codec, SessionSpec
@@ -597,10 +597,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for variant, (b, run) in plans.items():
         line = json.dumps(repeated(args.backend, variant, run, args.tasks, b, args.repeat))
         print(line, flush=True)
-        if args.out:
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            with args.out.open("a") as f:
-                f.write(line + "\n")
+        append_line(args.out, line)
     return 0
 
 

@@ -58,7 +58,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from htcgrid.benchmark.measure import machine
+from htcgrid.benchmark.measure import append_line, machine
 
 REDIS = ("127.0.0.1", 6379)
 POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -416,9 +416,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         record = {"variant": name, "rounds": args.rounds, **percentiles(samples), **stamp}
         line = json.dumps(record)
         print(line, flush=True)
-        if args.out:
-            with args.out.open("a") as f:
-                f.write(line + "\n")
+        append_line(args.out, line)
     return 0
 
 

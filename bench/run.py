@@ -52,7 +52,7 @@ from htcgrid.benchmark.driver import (
     plan,
     run_plan,
 )
-from htcgrid.benchmark.measure import machine
+from htcgrid.benchmark.measure import append_line, machine
 from htcgrid.core.errors import InvalidInput
 
 __all__ = ["delete_store", "fresh_store", "fresh_store_url", "machine", "main"]
@@ -194,10 +194,7 @@ def main() -> int:
             continue
         line = json.dumps(outcome)
         print(line, flush=True)
-        if args.out:
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            with args.out.open("a") as f:
-                f.write(line + "\n")
+        append_line(args.out, line)
     return status
 
 

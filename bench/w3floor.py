@@ -33,7 +33,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from htcgrid.benchmark.measure import machine
+from htcgrid.benchmark.measure import append_line, machine
 from htcgrid.workloads import burn_cpu_ms
 
 TASKS = 2000  # W3's count; --tasks takes fewer for a quick look
@@ -162,9 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         record["runs_efficiency"] = [r["efficiency"] for r in runs]
         line = json.dumps(record)
         print(line)
-        if args.out:
-            with args.out.open("a") as f:
-                f.write(line + "\n")
+        append_line(args.out, line)
     return 0
 
 

@@ -44,7 +44,7 @@ from run import delete_store, fresh_store_url
 
 from htcgrid.backends.blobs import GridBlobStore, new_blob_key
 from htcgrid.backends.registry import open_backend, open_blob_store
-from htcgrid.benchmark.measure import machine
+from htcgrid.benchmark.measure import append_line, machine
 from htcgrid.core.ids import new_session_id
 from htcgrid.worker.malloc import keep_freed_memory
 
@@ -200,10 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     text = json.dumps(line)
     print(text, flush=True)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        with args.out.open("a") as f:
-            f.write(text + "\n")
+    append_line(args.out, text)
     return 0
 
 

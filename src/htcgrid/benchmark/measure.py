@@ -181,6 +181,16 @@ def machine() -> str:
     )
 
 
+def append_line(out: Path | None, line: str) -> None:
+    """Append one JSON ``line`` to the results file ``out`` (made, with its directory, on
+    first use); nothing when ``out`` is None. Every benchmark script keeps its lines so."""
+    if out is None:
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("a") as f:
+        f.write(line + "\n")
+
+
 class RssSampler:
     """Samples the resident memory (VmRSS) of the client, the local grid processes and the
     store servers every ``period_s`` on a daemon thread.

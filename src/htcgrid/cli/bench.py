@@ -89,6 +89,7 @@ def bench(
     """
     # imported here: ``htcgrid --help`` and every other command start faster without it
     from htcgrid.benchmark.driver import BenchError, Options, Target, plan, redact, run_plan
+    from htcgrid.benchmark.measure import append_line
     from htcgrid.core.errors import InvalidInput
 
     names = [w.strip().upper() for arg in workloads for w in arg.split(",") if w.strip()]
@@ -150,10 +151,7 @@ def bench(
             continue
         line = json.dumps(outcome)
         click.echo(line)
-        if out is not None:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            with out.open("a") as f:
-                f.write(line + "\n")
+        append_line(out, line)
     if failed:
         raise SystemExit(1)
 
