@@ -131,7 +131,7 @@ def run_once(url: str, tasks: int) -> dict[str, Any]:
         p.join()
     after = os.times()
     if failures:
-        raise SystemExit(f"{len(failures)} wrong results, the first: {failures[0]}")
+        raise SystemExit(f"{len(failures)} failure(s), the first: {failures[0]}")
     workers_cpu = (after.children_user + after.children_system) - (
         before.children_user + before.children_system
     )
