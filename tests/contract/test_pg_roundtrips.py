@@ -10,6 +10,7 @@ idle is replaced before a one-statement write is sent on it.
 from __future__ import annotations
 
 import random
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -101,6 +102,23 @@ def test_a_claim_that_takes_nothing_is_rolled_back_postgres(
     monkeypatch.undo()
     [again] = postgres.claim("w", 10, TTL, T0 + 11)  # nothing was lost by the rollback
     assert (again.task_id, again.attempt) == (c.task_id, 2)
+
+
+def test_a_wait_for_work_looks_for_work_in_one_statement_postgres(
+    postgres: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Claimable now, or when the next delayed retry is due: one question, one round trip."""
+    open_session(postgres, "s", n=1, max_attempts=3, retry_backoff_s=60.0)
+    now = time.time()  # the wait reads the clock: a delayed retry must be due after it
+    [c] = postgres.claim("w", 1, TTL, now)
+    error = ErrorInfo(kind=FailureKind.ERROR, type="E", message="m")
+    assert postgres.complete([decide_failure(c.lease, error, now)], now) == [True]
+    postgres.wait_for_work(0.01)  # its connection LISTENs from now on
+    statements = _counting(monkeypatch)
+    started = time.monotonic()
+    postgres.wait_for_work(0.2)  # the retry is not due for 60 s: it sleeps out its timeout
+    assert time.monotonic() - started >= 0.2
+    assert statements() == 1
 
 
 def test_submit_sends_one_statement_postgres(

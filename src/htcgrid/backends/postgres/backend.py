@@ -120,7 +120,7 @@ class PostgresBackend:
 
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities(is_durable=True, is_shared=True)
+        return Capabilities(is_durable=True, is_shared=True, wait_sees_work=True)
 
     @property
     def blobs(self) -> GridBlobStore:
@@ -465,12 +465,12 @@ class PostgresBackend:
         """0 when a task is claimable now, else how long until a delayed retry becomes so."""
         now = time.time()
         row = conn.execute(self._sql.work_ready, [now]).fetchone()
-        if row is not None and row[0]:
-            return 0.0
-        row = conn.execute(self._sql.work_next_due).fetchone()
-        if row is None or row[0] is None:
+        if row is None:
             return _NEVER
-        return max(0.0, float(row[0]) - now)
+        is_ready, next_due = row
+        if is_ready:
+            return 0.0
+        return _NEVER if next_due is None else max(0.0, float(next_due) - now)
 
     def _record(self, session_id: str, row: Sequence[Any]) -> TaskRecord:
         return convert.task_record(session_id, row)

@@ -206,8 +206,11 @@ class Sql:
         WHERE s.session_id = %(session_id)s"""
 
     # -- wake-ups -------------------------------------------------------------------------
+    # Whether a task is claimable at %s, and if not, the earliest due time of a delayed
+    # retry (the subquery runs only then): one round trip for the check a wait makes before
+    # it sleeps.
     work_ready: str = f"""
-        SELECT EXISTS (
+        WITH r AS MATERIALIZED (SELECT EXISTS (
             SELECT 1 FROM {{s}}.sessions AS s
             WHERE s.has_pending AND (
                 EXISTS (
@@ -218,8 +221,10 @@ class Sql:
                 OR EXISTS (
                     SELECT 1 FROM {{s}}.tasks AS t
                     WHERE t.sid = s.sid AND t.state = 0 AND t.attempt > 0
-                        AND t.not_before <= %s)))"""
-    work_next_due: str = "SELECT min(not_before) FROM {s}.tasks WHERE state = 0 AND attempt > 0"
+                        AND t.not_before <= %s))) AS is_ready)
+        SELECT r.is_ready, CASE WHEN NOT r.is_ready THEN (
+            SELECT min(not_before) FROM {{s}}.tasks WHERE state = 0 AND attempt > 0) END
+        FROM r"""
     last_done_seq: str = "SELECT last_done_seq FROM {s}.sessions WHERE session_id = %s"
 
     # -- blobs ----------------------------------------------------------------------------
