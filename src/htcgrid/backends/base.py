@@ -35,6 +35,10 @@ class Capabilities:
 
     is_durable: bool  # a restart of any grid process loses nothing accepted
     is_shared: bool  # several processes (workers, clients) may open the same store at once
+    #: wait_for_work looks for claimable work before it blocks (and returns at once if there
+    #: is): a worker whose last claim emptied the store may then wait before its next claim
+    #: instead of making it first, which would find nothing after a lone task (W2)
+    wait_sees_work: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +205,7 @@ class Backend(ClientStore, Protocol):
         ...
 
     def wait_for_work(self, timeout_s: float) -> None:
-        """Block until work may be claimable or ``timeout_s`` passed (may return early).
-        Never raises for an unreachable store (see :meth:`wait_for_finished`)."""
+        """Block until work may be claimable or ``timeout_s`` passed (may return early; at
+        once if work is claimable when ``capabilities.wait_sees_work``). Never raises for an
+        unreachable store (see :meth:`wait_for_finished`)."""
         ...

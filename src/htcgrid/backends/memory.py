@@ -72,7 +72,7 @@ class _Session:
 class MemoryBackend:
     """In-process reference implementation of :class:`htcgrid.backends.base.Backend`."""
 
-    capabilities = Capabilities(is_durable=False, is_shared=False)
+    capabilities = Capabilities(is_durable=False, is_shared=False, wait_sees_work=True)
 
     def __init__(self) -> None:
         self.url = "memory://"

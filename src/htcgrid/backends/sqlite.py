@@ -290,7 +290,7 @@ class SqliteBackend:
 
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities(is_durable=True, is_shared=True)
+        return Capabilities(is_durable=True, is_shared=True, wait_sees_work=True)
 
     @property
     def blobs(self) -> GridBlobStore:

@@ -68,6 +68,8 @@ class Worker:
         self._in_flight = InFlight()
         self._handler_blobs: dict[str, bytes] = {}
         self._next_claim_at = 0.0
+        self._was_short = False  # the last claim took less than asked: the store was drained
+        self._waits_first = False  # the store's wait_for_work looks for work (capabilities)
         self._stopping = threading.Event()
         self._killing = threading.Event()
         self._wake_r, self._wake_w = os.pipe()
@@ -87,6 +89,7 @@ class Worker:
         backend = self._given_backend or open_backend(s.store_url)
         beat_backend = self._given_backend or open_backend(s.store_url)
         self._backend = backend
+        self._waits_first = backend.capabilities.wait_sees_work
         if backend.capabilities.is_shared:  # executors reach the blobs as the agent does
             self._pool.blobs = ExecutorBlobs(backend.url, s.inline_limit)
         heartbeat = Heartbeat(
@@ -201,11 +204,19 @@ class Worker:
         if not room or (held and now < self._next_claim_at):
             return False
         s = self.settings
+        if self._waits_first and self._was_short and not held and not self._done:
+            # the last claim drained the store: look before claiming (a lone task's worker
+            # would otherwise claim again right after completing it, and find nothing)
+            backend.wait_for_work(s.idle_wait_s)
+            if self._stopping.is_set():
+                return False
+            now = time.monotonic()
         claims = backend.claim(self.worker_id, room, s.lease_ttl_s, time.time())
+        self._was_short = len(claims) < room
         if not claims:
             if held or self._done:
                 self._next_claim_at = now + s.idle_wait_s
-            else:
+            elif not self._waits_first:
                 backend.wait_for_work(s.idle_wait_s)
             return False
         if len(claims) < room:
