@@ -4,12 +4,14 @@ only for those, and never waits for a checkpoint."""
 from __future__ import annotations
 
 import sqlite3
+import stat
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from htcgrid.backends import wakefiles
 from htcgrid.backends.sqlite import SqliteBackend
 from htcgrid.backends.wakefiles import Bells, Wake, open_watch
 from htcgrid.core.model import NewTask, SessionSpec
@@ -31,6 +33,53 @@ def test_a_ring_wakes_a_watch_of_that_kind_only(tmp_path: Path) -> None:
     assert work.wait(5.0) and done.wait(5.0)
     for closing in (work, done, bells):
         closing.close()
+
+
+def test_a_work_token_wakes_one_idle_worker_not_all(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A commit that made one task claimable wakes one waiting worker; one of n tasks, up to
+    n. (On a 2-core machine the others would only race for the task, taking CPU from the
+    one that gets it.)"""
+    monkeypatch.setattr(wakefiles, "SAFETY_S", 10.0)  # no safety re-check inside the test
+    store = SqliteBackend(tmp_path / "grid.db")
+    if open_watch(store.path, Wake.WORK) is None:
+        pytest.skip("no inotify on this system: the backend polls instead")
+    store.create_session("s", SessionSpec(), time.time())
+    woken: list[int] = []
+
+    def wait(n: int) -> None:
+        store.wait_for_work(30.0)  # each thread its own connection and watch
+        woken.append(n)
+
+    waiters = [threading.Thread(target=wait, args=(n,)) for n in range(3)]
+    for waiter in waiters:
+        waiter.start()
+    time.sleep(0.3)  # all three checked the store, found nothing, and wait
+    assert woken == []
+    task = NewTask(handler="import:m:f", payload=b"x")
+    store.submit("s", [task], time.time())
+    time.sleep(0.5)
+    assert len(woken) == 1  # the other two sleep on
+    store.submit("s", [task, task], time.time())
+    for waiter in waiters:
+        waiter.join(5.0)
+    assert sorted(woken) == [0, 1, 2]
+    store.close()
+
+
+def test_an_older_plain_work_file_is_replaced_by_the_fifo(tmp_path: Path) -> None:
+    db = tmp_path / "grid.db"
+    Wake.WORK.path(db).write_bytes(b"\0")  # what an older htcgrid rang with inotify
+    bells = Bells(db)
+    work = open_watch(db, Wake.WORK)
+    if work is None:
+        pytest.skip("no inotify on this system: the backend polls instead")
+    assert stat.S_ISFIFO(Wake.WORK.path(db).stat().st_mode)
+    bells.ring({Wake.WORK})
+    assert work.wait(5.0)
+    work.close()
+    bells.close()
 
 
 def test_store_writes_ring_what_they_did(tmp_path: Path) -> None:

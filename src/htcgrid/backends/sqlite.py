@@ -32,7 +32,7 @@ import msgspec
 from htcgrid.backends import rows as convert
 from htcgrid.backends.base import Capabilities, LeaseKey, check_batch_size
 from htcgrid.backends.blobs import FileBlobStore, GridBlobStore
-from htcgrid.backends.wakefiles import Bells, Wake, Watch, open_watch
+from htcgrid.backends.wakefiles import AnyWatch, Bells, Wake, open_watch
 from htcgrid.core.errors import BackendUnavailable, InvalidInput, NotFound
 from htcgrid.core.fairshare import Candidate, plan_claim
 from htcgrid.core.ids import check_session_id, split_task_id, task_id
@@ -225,7 +225,7 @@ class _Handle:
         self.conn = conn
         self.gate = gate
         self.pid = os.getpid()
-        self.watches: dict[Wake, Watch | None] = {}  # None: no watch possible here
+        self.watches: dict[Wake, AnyWatch | None] = {}  # None: no watch possible here
         self._finalizer = weakref.finalize(self, os.close, gate)
 
     def close(self) -> None:
@@ -343,7 +343,7 @@ class SqliteBackend:
         *,
         batch_key: str | None = None,
     ) -> list[str]:
-        with self._write({Wake.WORK}) as conn:
+        with self._write({Wake.WORK}, len(tasks)) as conn:
             row = conn.execute(
                 "SELECT sid, is_cancelled, next_index, spec FROM sessions WHERE session_id = ?",
                 (session_id,),
@@ -582,10 +582,13 @@ class SqliteBackend:
         return self.path.with_name(f"{self.path.name}-gate")
 
     @contextmanager
-    def _write(self, wakes: set[Wake] | None = None) -> Iterator[sqlite3.Connection]:
+    def _write(
+        self, wakes: set[Wake] | None = None, n_tasks: int = 1
+    ) -> Iterator[sqlite3.Connection]:
         """A write transaction that holds the file's write lock from its first statement, so
         concurrent writers queue instead of failing to upgrade a read lock; once it has
-        committed, ring the ``wakes`` files for those waiting on what it did.
+        committed, ring the ``wakes`` files for those waiting on what it did (up to
+        ``n_tasks`` idle workers for WORK).
 
         Writers first queue on an exclusive ``flock`` of the gate file: the kernel hands it
         to the next in line the moment it is released, where SQLite's own lock can only be
@@ -600,7 +603,7 @@ class SqliteBackend:
         finally:
             fcntl.flock(gate, fcntl.LOCK_UN)
         if wakes:
-            self._bells.ring(wakes)
+            self._bells.ring(wakes, n_tasks)
         self._checkpoint_when_due()
 
     def _checkpoint_when_due(self) -> None:
@@ -713,7 +716,8 @@ class SqliteBackend:
         for c in completions:  # a bad state is a caller bug: refuse the batch before writing
             check_transition(TaskState.RUNNING, c.state)
         wakes = {Wake.WORK if c.state is TaskState.PENDING else Wake.DONE for c in completions}
-        with self._write(wakes) as conn:
+        retried = sum(c.state is TaskState.PENDING for c in completions)
+        with self._write(wakes, retried) as conn:
             keys = _Keys(conn)
             tallies: dict[int, _Tally] = {}
             accepted = [
@@ -845,10 +849,10 @@ class SqliteBackend:
             if not is_changed:
                 return
 
-    def _watch(self, wake: Wake) -> Watch | None:
+    def _watch(self, wake: Wake) -> AnyWatch | None:
         """This thread's watch on ``wake``, made on first use (None where unsupported)."""
         self._conn()  # opens this thread's handle if it has none yet
-        watches: dict[Wake, Watch | None] = self._local.handle.watches
+        watches: dict[Wake, AnyWatch | None] = self._local.handle.watches
         if wake not in watches:
             watches[wake] = open_watch(self.path, wake)
         return watches[wake]
@@ -895,7 +899,7 @@ def _data_version(conn: sqlite3.Connection) -> int:
 
 
 def _watch_until_change(
-    watch: Watch, conn: sqlite3.Connection, version: int, wait_s: float
+    watch: AnyWatch, conn: sqlite3.Connection, version: int, wait_s: float
 ) -> bool:
     """Sleep until the watch is rung, up to ``wait_s``; True if it was, or if a commit was
     seen at one of the safety re-checks (a writer that rings nothing)."""

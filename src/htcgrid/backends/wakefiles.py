@@ -1,16 +1,25 @@
 """Wake-up files beside a SQLite database: waiting processes wake for the commits they need.
 
-SQLite has no cross-process notification. Two small files beside the database stand in for
-one: a writer whose commit made tasks claimable writes a byte to ``<db>-work``, and one whose
-commit finished tasks writes a byte to ``<db>-done``. On Linux an idle worker holds an inotify
-watch on the first and a waiting client on the second, so each wakes within microseconds of
-the commit it waits for -- and not for the claims, heartbeats and other commits in between,
-which on a 2-core machine would each take CPU from the executors. Where inotify is missing
-(other systems, some network filesystems) :func:`open_watch` returns None and the caller
-polls. Events are only hints: the caller re-checks the database after every wake-up, and
-at least every ``SAFETY_S`` anyway, so a writer that rings nothing (an older htcgrid, a
-hand-run ``sqlite3``) delays a waiter by at most that. ``HTCGRID_NO_INOTIFY=1`` turns the
-watches off (to compare, or to rule them out).
+SQLite has no cross-process notification. Two files beside the database stand in for one:
+
+- ``<db>-work``, a FIFO of wake-up tokens for idle workers. A writer whose commit made tasks
+  claimable writes one byte per task (at most ``WORK_TOKENS``), each ``write`` a separate
+  call. Every idle worker polls the FIFO through an epoll set of its own, registered
+  ``EPOLLEXCLUSIVE``: the kernel then wakes one idle worker per byte written, not all of
+  them, so a lone task does not send every idle worker racing for it on a 2-core machine
+  (the losers' claims take CPU from the winner). Registration order decides which one, so
+  the same worker takes one lone task after another while the others sleep.
+- ``<db>-done``, a plain file a writer whose commit finished tasks writes a byte to; waiting
+  clients hold an inotify watch on it.
+
+So each waiter wakes within microseconds of the commit it waits for -- and not for the
+claims, heartbeats and other commits in between, which would each take CPU from the
+executors. Where inotify, epoll or FIFOs are missing (other systems, some network
+filesystems) :func:`open_watch` returns None and the caller polls. Wake-ups are only hints:
+the caller re-checks the database after every one, and at least every ``SAFETY_S`` anyway,
+so a writer that rings nothing (an older htcgrid, a hand-run ``sqlite3``) delays a waiter by
+at most that. ``HTCGRID_NO_INOTIFY=1`` turns the watches off (to compare, or to rule them
+out).
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ import ctypes
 import ctypes.util
 import os
 import select
+import stat
 import sys
 import weakref
 from enum import Enum
@@ -27,6 +37,9 @@ from pathlib import Path
 
 #: Longest sleep without re-checking, in case a filesystem drops or never sends events.
 SAFETY_S = 0.25
+#: Most idle workers one commit wakes (a token each): a large submit wakes several at once,
+#: and the others find the work at their next safety re-check or wake-up.
+WORK_TOKENS = 8
 
 _IN_MODIFY = 0x00000002
 _IN_NONBLOCK = os.O_NONBLOCK
@@ -59,20 +72,27 @@ _LIBC = None if os.environ.get("HTCGRID_NO_INOTIFY") else _libc()
 
 
 class Bells:
-    """The writer's side: one open file per kind of wake-up, rung after a commit."""
+    """The writer's side: the two wake-up files, rung after a commit."""
 
     def __init__(self, db_path: Path) -> None:
-        self._fds = {
-            wake: os.open(wake.path(db_path), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
-            for wake in Wake
-        }
-        self._finalizer = weakref.finalize(self, _close_all, list(self._fds.values()))
+        done = os.open(Wake.DONE.path(db_path), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        self._done = done
+        self._work = _open_fifo(Wake.WORK.path(db_path))  # None: FIFOs unsupported here
+        fds = [done] if self._work is None else [done, self._work]
+        self._finalizer = weakref.finalize(self, _close_all, fds)
 
-    def ring(self, wakes: set[Wake]) -> None:
-        """Wake whoever watches these files (the byte itself means nothing)."""
-        for wake in wakes:
+    def ring(self, wakes: set[Wake], n_tasks: int = 1) -> None:
+        """Wake whoever waits for these: up to ``n_tasks`` idle workers (at most
+        WORK_TOKENS) for WORK, every waiting client for DONE (the bytes mean nothing)."""
+        if Wake.DONE in wakes:
             with contextlib.suppress(OSError):  # a hint: the waiter's safety re-check covers it
-                os.pwrite(self._fds[wake], b"\0", 0)
+                os.pwrite(self._done, b"\0", 0)
+        if Wake.WORK in wakes and self._work is not None:
+            for _ in range(max(1, min(n_tasks, WORK_TOKENS))):
+                try:
+                    os.write(self._work, b"\0")  # one write, one worker woken
+                except OSError:  # full of unread tokens (EAGAIN): waiters will wake anyway
+                    break
 
     def close(self) -> None:
         self._finalizer()
@@ -110,10 +130,65 @@ class Watch:
         self._finalizer()
 
 
-def open_watch(db_path: Path, wake: Wake) -> Watch | None:
+class TokenWatch:
+    """An idle worker's end of the ``<db>-work`` FIFO, in an epoll set of its own registered
+    ``EPOLLEXCLUSIVE``: a token written wakes one such watch, not all. One per waiting
+    thread."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._epoll = select.epoll()
+        self._epoll.register(fd, select.EPOLLIN | select.EPOLLEXCLUSIVE)
+        self._finalizer = weakref.finalize(self, _close_all, [fd, self._epoll.fileno()])
+
+    def drain(self) -> None:
+        """Take the tokens written so far: the caller is about to look at the database. (A
+        worker woken by one of them was woken when it was written.)"""
+        with contextlib.suppress(BlockingIOError, InterruptedError):
+            while os.read(self._fd, 65536):
+                pass
+
+    def wait(self, timeout_s: float) -> bool:
+        """Block until a token is there or ``timeout_s`` passed (at most SAFETY_S); True if
+        one is."""
+        timeout = max(0.0, min(timeout_s, SAFETY_S))
+        return bool(self._epoll.poll(timeout, 1))
+
+    def close(self) -> None:
+        self._finalizer()
+
+
+def _open_fifo(path: Path) -> int | None:
+    """``path`` as a FIFO, opened for reading and writing without blocking (so it never reads
+    as closed, whoever else has it open); made if missing, and in place of the plain file an
+    older htcgrid rang. None where FIFOs or epoll are unsupported, or watches are off."""
+    if _LIBC is None or not hasattr(select, "EPOLLEXCLUSIVE"):
+        return None
+    try:
+        for _ in range(2):
+            try:
+                os.mkfifo(path, 0o644)
+            except FileExistsError:
+                if not stat.S_ISFIFO(os.stat(path).st_mode):
+                    os.unlink(path)
+                    continue
+            break
+        return os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+
+
+#: What a waiting thread holds: a token watch for WORK, an inotify watch for DONE.
+AnyWatch = Watch | TokenWatch
+
+
+def open_watch(db_path: Path, wake: Wake) -> AnyWatch | None:
     """A watch on the ``wake`` file of ``db_path``, or None where unsupported."""
     if _LIBC is None:
         return None
+    if wake is Wake.WORK:
+        fd = _open_fifo(wake.path(db_path))
+        return None if fd is None else TokenWatch(fd)
     fd = _LIBC.inotify_init1(_IN_NONBLOCK | _IN_CLOEXEC)
     if fd < 0:
         return None
