@@ -144,7 +144,7 @@ def test_a_writer_queues_behind_another_and_then_writes(tmp_path: Path) -> None:
 
 
 def test_writers_copy_the_wal_back_after_their_commit_not_inside_it(tmp_path: Path) -> None:
-    """htcgrid's writers checkpoint once the WAL holds 1,000 pages not copied back (after
+    """htcgrid's writers checkpoint once the WAL holds 2,000 pages not copied back (after
     ringing their waiters); SQLite's own checkpoint inside a COMMIT is only a backstop at
     10,000 pages (40 MB). 60 MB of inputs must leave the WAL well under that."""
     store = SqliteBackend(tmp_path / "grid.db")
