@@ -173,9 +173,13 @@ def _open_fifo(path: Path) -> int | None:
                     os.unlink(path)
                     continue
             break
-        return os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return None
+    if not stat.S_ISFIFO(os.fstat(fd).st_mode):  # made plain again meanwhile by an older one
+        os.close(fd)
+        return None
+    return fd
 
 
 #: What a waiting thread holds: a token watch for WORK, an inotify watch for DONE.
