@@ -68,6 +68,38 @@ def test_a_work_token_wakes_one_idle_worker_not_all(
     store.close()
 
 
+def test_each_worker_a_commit_woke_stays_woken(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A woken worker takes one token, not the others' too: their polls, made after it took
+    them, would find the FIFO empty and sleep on, so a large submit would start one worker
+    at once and the others only at their next safety re-check."""
+    monkeypatch.setattr(wakefiles, "SAFETY_S", 10.0)  # no safety re-check inside the test
+    store = SqliteBackend(tmp_path / "grid.db")
+    if open_watch(store.path, Wake.WORK) is None:
+        pytest.skip("no inotify on this system: the backend polls instead")
+    store.create_session("s", SessionSpec(), time.time())
+
+    def wait(woken: list[float]) -> None:
+        store.wait_for_work(30.0)
+        woken.append(time.monotonic())
+
+    for _ in range(5):  # which waiter runs first is up to the scheduler: try a few times
+        woken: list[float] = []
+        waiters = [threading.Thread(target=wait, args=(woken,)) for _ in range(3)]
+        for waiter in waiters:
+            waiter.start()
+        time.sleep(0.2)  # all three checked the store, found nothing, and wait
+        task = NewTask(handler="import:m:f", payload=b"x")
+        rung = time.monotonic()
+        store.submit("s", [task] * 100, time.time())
+        for waiter in waiters:
+            waiter.join(15.0)
+        assert len(woken) == 3 and max(woken) - rung < 2.0  # all at once, none at 10 s
+        store.claim("w", 100, 30.0, time.time())  # empty the store for the next try
+    store.close()
+
+
 def test_an_older_plain_work_file_is_replaced_by_the_fifo(tmp_path: Path) -> None:
     db = tmp_path / "grid.db"
     Wake.WORK.path(db).write_bytes(b"\0")  # what an older htcgrid rang with inotify

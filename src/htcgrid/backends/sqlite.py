@@ -840,7 +840,7 @@ class SqliteBackend:
         watch = self._watch(wake)
         while True:
             if watch is not None:
-                watch.drain()  # before reading: a ring after the check wakes the wait
+                watch.drain()  # before reading: a ring after the check still wakes the wait
             version = _data_version(conn)
             wait_s = min(seconds_to_ready(conn), deadline - time.monotonic())
             if wait_s <= 0:

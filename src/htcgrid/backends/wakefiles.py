@@ -3,12 +3,15 @@
 SQLite has no cross-process notification. Two files beside the database stand in for one:
 
 - ``<db>-work``, a FIFO of wake-up tokens for idle workers. A writer whose commit made tasks
-  claimable writes one byte per task (at most ``WORK_TOKENS``), each ``write`` a separate
-  call. Every idle worker polls the FIFO through an epoll set of its own, registered
-  ``EPOLLEXCLUSIVE``: the kernel then wakes one idle worker per byte written, not all of
-  them, so a lone task does not send every idle worker racing for it on a 2-core machine
-  (the losers' claims take CPU from the winner). Registration order decides which one, so
-  the same worker takes one lone task after another while the others sleep.
+  claimable writes one byte per task, each ``write`` a separate call, until the FIFO holds
+  ``WORK_TOKENS``. Every idle worker polls the FIFO through an epoll set of its own,
+  registered ``EPOLLEXCLUSIVE``: the kernel then wakes one idle worker per byte written, not
+  all of them, so a lone task does not send every idle worker racing for it on a 2-core
+  machine (the losers' claims take CPU from the winner). Registration order decides which
+  one, so the same worker takes one lone task after another while the others sleep. A
+  woken worker takes one byte, never more: the poll of a worker woken by the next byte
+  finds the FIFO readable only while that byte is still there, and would otherwise go back
+  to sleep.
 - ``<db>-done``, a plain file a writer whose commit finished tasks writes a byte to; waiting
   clients hold an inotify watch on it.
 
@@ -27,18 +30,22 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import fcntl
 import os
 import select
 import stat
+import struct
 import sys
+import termios
 import weakref
 from enum import Enum
 from pathlib import Path
 
 #: Longest sleep without re-checking, in case a filesystem drops or never sends events.
 SAFETY_S = 0.25
-#: Most idle workers one commit wakes (a token each): a large submit wakes several at once,
-#: and the others find the work at their next safety re-check or wake-up.
+#: Most wake-up tokens the FIFO holds: a large submit wakes this many idle workers at once,
+#: and the others find the work at their next safety re-check or wake-up. Tokens left when
+#: nobody waits cost a later waiter a look at the database each.
 WORK_TOKENS = 8
 
 _IN_MODIFY = 0x00000002
@@ -82,16 +89,21 @@ class Bells:
         self._finalizer = weakref.finalize(self, _close_all, fds)
 
     def ring(self, wakes: set[Wake], n_tasks: int = 1) -> None:
-        """Wake whoever waits for these: up to ``n_tasks`` idle workers (at most
-        WORK_TOKENS) for WORK, every waiting client for DONE (the bytes mean nothing)."""
+        """Wake whoever waits for these: up to ``n_tasks`` idle workers for WORK (while the
+        FIFO holds fewer than WORK_TOKENS), every waiting client for DONE (the bytes mean
+        nothing)."""
         if Wake.DONE in wakes:
             with contextlib.suppress(OSError):  # a hint: the waiter's safety re-check covers it
                 os.pwrite(self._done, b"\0", 0)
         if Wake.WORK in wakes and self._work is not None:
-            for _ in range(max(1, min(n_tasks, WORK_TOKENS))):
+            try:
+                unread = _unread(self._work)
+            except OSError:
+                unread = 0
+            for _ in range(min(max(1, n_tasks), WORK_TOKENS - unread)):
                 try:
                     os.write(self._work, b"\0")  # one write, one worker woken
-                except OSError:  # full of unread tokens (EAGAIN): waiters will wake anyway
+                except OSError:  # cannot take more (EAGAIN): waiters will wake anyway
                     break
 
     def close(self) -> None:
@@ -142,20 +154,28 @@ class TokenWatch:
         self._finalizer = weakref.finalize(self, _close_all, [fd, self._epoll.fileno()])
 
     def drain(self) -> None:
-        """Take the tokens written so far: the caller is about to look at the database. (A
-        worker woken by one of them was woken when it was written.)"""
-        with contextlib.suppress(BlockingIOError, InterruptedError):
-            while os.read(self._fd, 65536):
-                pass
+        """Nothing: tokens are taken one per wake-up (:meth:`wait`). Taking all of them
+        before looking at the database would take those of the other workers the same
+        commit woke: their polls would find the FIFO empty, and they would sleep on."""
 
     def wait(self, timeout_s: float) -> bool:
         """Block until a token is there or ``timeout_s`` passed (at most SAFETY_S); True if
-        one is."""
+        one was, taking it (or finding that another waiter took it first)."""
         timeout = max(0.0, min(timeout_s, SAFETY_S))
-        return bool(self._epoll.poll(timeout, 1))
+        if not self._epoll.poll(timeout, 1):
+            return False
+        with contextlib.suppress(BlockingIOError, InterruptedError):
+            os.read(self._fd, 1)
+        return True
 
     def close(self) -> None:
         self._finalizer()
+
+
+def _unread(fd: int) -> int:
+    """Bytes written to the FIFO ``fd`` and not read yet."""
+    count: int = struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
+    return count
 
 
 def _open_fifo(path: Path) -> int | None:
