@@ -28,7 +28,7 @@ def test_a_ring_wakes_a_watch_of_that_kind_only(tmp_path: Path) -> None:
     assert work.wait(5.0)
     assert not done.wait(0.01)  # the other kind slept through it
     work.drain()
-    assert not work.wait(0.01)  # drained: the next wait needs a new ring
+    assert not work.wait(0.01)  # the wait took the token: the next one needs a new ring
     bells.ring({Wake.WORK, Wake.DONE})
     assert work.wait(5.0) and done.wait(5.0)
     for closing in (work, done, bells):
