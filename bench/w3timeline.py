@@ -22,7 +22,7 @@ time (from the first submit to the moment the client holds every result) into:
   the other executor still running, then the last completion reaching the client.
 
 The five add up to the wall time, so each line says what a lost point of efficiency was
-made of. The burns are ``htcgrid.workloads.burn_cpu_ms``'s loop; the stamps cost two clock
+made of. The burns are ``htcgrid.workloads.burn_cpu_ms``'s loop; the stamps cost three clock
 reads a task.
 """
 
@@ -103,11 +103,11 @@ def run_once(backend: str, tasks: int) -> dict[str, Any]:
     url = fresh_store_url(backend)
     try:
         with tempfile.TemporaryDirectory(prefix="htcgrid-w3timeline-") as tmp:
-            grid_procs = htcgrid.EmbeddedGrid(
+            embedded = htcgrid.EmbeddedGrid(
                 home=Path(tmp), store_url=url, workers=WORKERS, concurrency=1
             ).start()
             try:
-                grid = htcgrid.connect(grid_procs.url, start_workers=False)
+                grid = htcgrid.connect(embedded.url, start_workers=False)
                 try:
                     warm_up(grid, WORKERS)
                     with grid.session(name="w3timeline") as session:
@@ -118,7 +118,7 @@ def run_once(backend: str, tasks: int) -> dict[str, Any]:
                 finally:
                     grid.close()
             finally:
-                grid_procs.stop()
+                embedded.stop()
     finally:
         if url:
             delete_store(backend, url)
