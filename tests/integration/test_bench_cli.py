@@ -72,6 +72,7 @@ def test_w1_w2_on_a_fresh_embedded_grid() -> None:
         assert r["layout"] == "2 worker x 1 executor"
         assert r["tasks_per_s"] > 0
         assert r["runs_seconds"] == [r["seconds"]]
+        assert r["runs_cpu_s"] == [r["cpu_s"]] and r["runs_p50_ms"] == [r["p50_ms"]]
         assert r["peak_rss_mb"]["client"] > 0
         assert len(r["peak_rss_mb"]["workers"]) == 2
         cpu = r["cpu_s"]  # the grid's CPU is split into its agents' and their executors'

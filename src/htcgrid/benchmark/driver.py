@@ -244,6 +244,10 @@ def repeated(
         "repeat": options.repeat,
         "runs_seconds": walls,
         "seconds_stdev": statistics.stdev(walls) if len(walls) > 1 else 0.0,
+        # every repetition's CPU and latency, not only the median's: whether a slow run
+        # spent more CPU (the grid's, the store's) or waited on a busier machine
+        "runs_cpu_s": [r.get("cpu_s") for r in runs],
+        "runs_p50_ms": [r.get("p50_ms") for r in runs],
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": command,
         "machine": machine(),
