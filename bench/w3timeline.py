@@ -22,7 +22,7 @@ time (from the first submit to the moment the client holds every result) into:
   the other executor still running, then the last completion reaching the client.
 
 The five add up to the wall time, so each line says what a lost point of efficiency was
-made of. The burns are ``htcgrid.workloads.burn_cpu_ms``'s loop; the stamps cost three clock
+made of. The burns are ``htcgrid.workloads.burn_cpu_ms``'s loop; the stamps cost two clock
 reads a task.
 """
 
@@ -37,11 +37,12 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from run import BACKENDS, delete_store, fresh_store_url
+from run import BACKENDS, fresh_store
 
 import htcgrid
 from htcgrid.benchmark.measure import append_line, machine
@@ -54,23 +55,22 @@ RESULT_TIMEOUT_S = 300.0
 PARTS = ("burn_s", "stretch_s", "gaps_s", "start_s", "tail_s")
 
 
-def stamped_burn(ms: float) -> tuple[int, float, float, float]:
+def stamped_burn(ms: float) -> tuple[int, float, float]:
     """Burn ``ms`` ms of this thread's CPU as W3's tasks do; return (pid, wall time at the
-    start, wall time at the end, CPU seconds burnt)."""
+    start, wall time at the end)."""
     began = time.time()
-    cpu0 = time.thread_time()
-    deadline = cpu0 + ms / 1000.0
+    deadline = time.thread_time() + ms / 1000.0
     while time.thread_time() < deadline:
         for _ in range(100):  # the same loop as burn_cpu_ms
             pass
-    return os.getpid(), began, time.time(), time.thread_time() - cpu0
+    return os.getpid(), began, time.time()
 
 
-def split(stamps: list[tuple[int, float, float, float]], t0: float, t1: float) -> dict[str, Any]:
+def split(stamps: list[tuple[int, float, float]], t0: float, t1: float) -> dict[str, Any]:
     """Each executor's share of the wall time ``t1 - t0``, cut into PARTS."""
-    by_pid: dict[int, list[tuple[float, float, float]]] = {}
-    for pid, began, ended, cpu_s in stamps:
-        by_pid.setdefault(pid, []).append((began, ended, cpu_s))
+    by_pid: dict[int, list[tuple[float, float]]] = {}
+    for pid, began, ended in stamps:
+        by_pid.setdefault(pid, []).append((began, ended))
     executors = []
     for runs in by_pid.values():
         runs.sort()
@@ -80,12 +80,12 @@ def split(stamps: list[tuple[int, float, float, float]], t0: float, t1: float) -
             {
                 "tasks": len(runs),
                 "burn_s": burn_s,
-                "stretch_s": sum(e - b for b, e, _ in runs) - burn_s,
+                "stretch_s": sum(e - b for b, e in runs) - burn_s,
                 "gaps_s": sum(gaps),
                 "start_s": runs[0][0] - t0,
                 "tail_s": t1 - runs[-1][1],
                 "gap_p50_us": statistics.median(gaps) * 1e6 if gaps else 0.0,
-                "task_p99_ms": sorted(e - b for b, e, _ in runs)[int(0.99 * (len(runs) - 1))] * 1e3,
+                "task_p99_ms": sorted(e - b for b, e in runs)[int(0.99 * (len(runs) - 1))] * 1e3,
             }
         )
     total = (t1 - t0) * len(executors)
@@ -100,30 +100,29 @@ def split(stamps: list[tuple[int, float, float, float]], t0: float, t1: float) -
 
 def run_once(backend: str, tasks: int) -> dict[str, Any]:
     """One run on a fresh grid and store."""
-    url = fresh_store_url(backend)
-    try:
-        with tempfile.TemporaryDirectory(prefix="htcgrid-w3timeline-") as tmp:
-            embedded = htcgrid.EmbeddedGrid(
-                home=Path(tmp), store_url=url, workers=WORKERS, concurrency=1
-            ).start()
+    with (
+        contextmanager(fresh_store)(backend) as url,
+        tempfile.TemporaryDirectory(prefix="htcgrid-w3timeline-") as tmp,
+    ):
+        embedded = htcgrid.EmbeddedGrid(
+            home=Path(tmp), store_url=url, workers=WORKERS, concurrency=1
+        ).start()
+        try:
+            grid = htcgrid.connect(embedded.url, start_workers=False)
             try:
-                grid = htcgrid.connect(embedded.url, start_workers=False)
-                try:
-                    warm_up(grid, WORKERS)
-                    with grid.session(name="w3timeline") as session:
-                        t0 = time.time()
-                        futures = session.submit_many(stamped_burn, [TASK_MS] * tasks)
-                        stamps = [f.result(timeout=RESULT_TIMEOUT_S) for f in futures]
-                        t1 = time.time()
-                finally:
-                    grid.close()
+                warm_up(grid, WORKERS)
+                with grid.session(name="w3timeline") as session:
+                    t0 = time.time()
+                    futures = session.submit_many(stamped_burn, [TASK_MS] * tasks)
+                    stamps = [f.result(timeout=RESULT_TIMEOUT_S) for f in futures]
+                    t1 = time.time()
             finally:
-                embedded.stop()
-    finally:
-        if url:
-            delete_store(backend, url)
-    if len({pid for pid, *_ in stamps}) != WORKERS:
-        print(f"warning: only {len({s[0] for s in stamps})} executors ran", file=sys.stderr)
+                grid.close()
+        finally:
+            embedded.stop()
+    ran = len({pid for pid, _, _ in stamps})
+    if ran != WORKERS:
+        print(f"warning: only {ran} executors ran", file=sys.stderr)
     return split(stamps, t0, t1)
 
 
