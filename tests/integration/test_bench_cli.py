@@ -124,6 +124,10 @@ def test_w6_kills_workers_and_every_task_still_succeeds_once() -> None:
     assert r["lost_attempts"] >= taken_back
     # a lease outlives its dead worker by at most the TTL; the reaper looks every 0.5 s
     assert 0.3 < r["detect_s"]["max"] < r["lease_ttl_s"] + r["reaper_period_s"] + 1.0
+    # killed processes take their CPU time with them: the grid's share cannot be known
+    cpu = r["cpu_s"]
+    assert cpu["grid"] is cpu["grid_agents"] is cpu["grid_executors"] is cpu["foreign"] is None
+    assert cpu["client"] > 0
 
 
 @pytest.mark.parametrize(

@@ -370,7 +370,8 @@ def run_child(spec: Spec) -> dict[str, Any]:
     record["cores"] = os.cpu_count()
     cpu: dict[str, float | None] = dict(cpu_delta(cpu_before, cpu_after))
     if churn:  # killed workers and their executors took their CPU time with them
-        cpu["grid"] = cpu["foreign"] = None
+        for key in ("grid", "grid_agents", "grid_executors", "foreign"):
+            cpu[key] = None
     record["cpu_s"] = cpu
     return record
 
