@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import pytest
 from msgspec import structs
 
 from htcgrid.backends.base import Backend, LeaseKey
+from htcgrid.backends.blobs import output_blob_key
+from htcgrid.core.errors import NotFound
 from htcgrid.core.model import Claim, Counts, FailureKind
 from htcgrid.core.retry import decide_failure, lost_error
 from htcgrid.core.states import TaskState
+from htcgrid.reaper.reaper import reap_once
 
 from .helpers import T0, TTL, assert_counts_exact, open_session, succeed
 
@@ -178,3 +182,20 @@ def test_expire_needs_the_lease_to_be_expired(backend: Backend) -> None:
     assert backend.tasks(ids)[0].state is TaskState.RUNNING
     assert backend.expire([decision], T0 + 10) == [True]
     assert backend.tasks(ids)[0].state is TaskState.PENDING
+
+
+def test_the_reaper_deletes_the_result_an_expired_attempt_may_have_written(
+    backend: Backend,
+) -> None:
+    open_session(backend, "s", n=2, max_attempts=3)
+    [dead] = backend.claim("w1", 1, 10.0, T0)  # its worker wrote the result, then died
+    [alive] = backend.claim("w2", 1, 100.0, T0)
+    dead_key = output_blob_key(dead.task_id, dead.attempt)
+    alive_key = output_blob_key(alive.task_id, alive.attempt)
+    backend.blobs.put(dead_key, b"written before the worker died")
+    backend.blobs.put(alive_key, b"written by a live attempt")
+    assert reap_once(backend, T0 + 11) == 1
+    with pytest.raises(NotFound):
+        backend.blobs.get(dead_key)
+    assert backend.blobs.get(alive_key) == b"written by a live attempt"
+    assert backend.counts("s") == Counts(pending=1, running=1)

@@ -52,6 +52,22 @@ def hard_exit(x: Any) -> Any:
     os._exit(3)
 
 
+def write_then_exit(path: str) -> Any:
+    """Leave a file where the attempt's result blob goes, then die, as an executor killed
+    between storing its result and reporting it would."""
+    with open(path, "wb") as f:
+        f.write(b"a result nobody was told of")
+    os._exit(3)
+
+
+def write_then_sleep(path: str) -> Any:
+    """Leave a file where the attempt's result blob goes, then run on until killed."""
+    with open(path, "wb") as f:
+        f.write(b"a result its attempt never reported")
+    record("written")
+    time.sleep(60)
+
+
 def fork_then_exit(x: Any) -> Any:
     """Leave a child holding every descriptor the executor had (its socket too) and record
     its pid, then exit: the agent must see the exit although the socket stays open."""

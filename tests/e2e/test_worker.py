@@ -6,11 +6,13 @@ import os
 import signal
 import time
 from collections import Counter
+from pathlib import Path
 
 import cloudpickle
 import pytest
 
 from htcgrid import codec
+from htcgrid.backends.blobs import FileBlobStore, output_blob_key
 from htcgrid.core.handlers import command_handler, pickle_handler
 from htcgrid.core.model import Codec, FailureKind, NewTask
 from htcgrid.core.states import TaskState
@@ -104,6 +106,40 @@ def test_crashing_handler_does_not_take_the_agent_down(grid: Grid, fn: str, expe
     for line in grid.recorded():
         pid = int(line.removeprefix("child "))
         wait_until(lambda pid=pid: not _is_running(pid), 10, f"the task's child {pid} to end")
+
+
+def test_a_result_its_executor_wrote_before_dying_is_deleted(grid: Grid) -> None:
+    sid = grid.session(max_attempts=1)
+    path = _output_blob_path(grid, sid, 1)
+    (crash,) = grid.submit(sid, [task("write_then_exit", str(path))])
+    assert crash == f"{sid}.0"
+    grid.worker()
+    grid.wait_finished(sid, 1)
+    (c,) = grid.records([crash])
+    assert c.state is TaskState.FAILED and c.error is not None
+    assert c.error.type == "ExecutorCrashed" and "exited with code 3" in c.error.message
+    wait_until(lambda: not path.exists(), 10, "the dead attempt's result to be deleted")
+
+
+def test_a_cancelled_attempts_result_is_deleted_when_its_executor_is_stopped(grid: Grid) -> None:
+    sid = grid.session()
+    path = _output_blob_path(grid, sid, 1)
+    (tid,) = grid.submit(sid, [task("write_then_sleep", str(path))])
+    grid.worker("--concurrency", "1", lease_ttl_s=0.9)
+    wait_until(lambda: grid.recorded() == ["written"], 20, "the task to write its result")
+    assert path.exists()
+    assert grid.backend.cancel(sid, [tid], time.time()) == 1
+    wait_until(lambda: "stopping lost attempt" in grid.logs(), 5, "the worker to stop it")
+    wait_until(lambda: not path.exists(), 5, "the stopped attempt's result to be deleted")
+
+
+def _output_blob_path(grid: Grid, sid: str, attempt: int) -> Path:
+    """Where the result blob of attempt ``attempt`` of the session's first task goes."""
+    blobs = grid.backend.blobs
+    assert isinstance(blobs, FileBlobStore)
+    path = blobs.root / sid / output_blob_key(f"{sid}.0", attempt).partition("/")[2]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def _is_running(pid: int) -> bool:

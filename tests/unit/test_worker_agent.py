@@ -19,6 +19,7 @@ from htcgrid.core.errors import NotFound
 from htcgrid.core.handlers import command_handler, import_handler, pickle_handler
 from htcgrid.core.ids import new_session_id
 from htcgrid.core.model import Codec, Completion, FailureKind, NewTask, SessionSpec
+from htcgrid.core.retry import decide_failure, lost_error
 from htcgrid.core.states import TaskState
 from htcgrid.worker import Worker, WorkerSettings
 
@@ -285,3 +286,58 @@ def test_input_blobs_are_deleted_once_their_task_has_finished() -> None:
         with pytest.raises(NotFound):
             b.blobs.get(key)
     assert b.blobs.get(shared_key)
+
+
+class _ReapedOnce(MemoryBackend):
+    """A store where the reaper takes the first completed attempt back just before its
+    completion arrives, as it would from a worker that looked dead: that completion is refused."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.refused_refs: list[str] = []
+
+    def complete(self, completions: Sequence[Completion], now: float) -> list[bool]:
+        if not self.refused_refs:  # as the reaper does, with every running lease expired
+            later = now + 3600
+            leases = self.expired(later, 100)
+            self.expire([decide_failure(x, lost_error(x), now) for x in leases], later)
+        accepted = super().complete(completions, now)
+        for c, ok in zip(completions, accepted, strict=True):
+            if not ok and c.result_ref is not None:
+                self.refused_refs.append(c.result_ref)
+        return accepted
+
+
+def test_a_refused_completions_result_blob_is_deleted_and_the_accepted_one_kept() -> None:
+    b = _ReapedOnce()
+    sid = session(b, max_attempts=3)
+    with running(b, inline_limit=10):  # the result, "12345" pickled, goes to a blob
+        b.submit(sid, [task(import_handler("builtins:str"), 12345)], time.time())
+        finish(b, sid, 1)
+    (record,) = b.tasks([f"{sid}.0"])
+    assert record.state is TaskState.SUCCEEDED and record.attempt == 2  # retried once
+    assert record.result_ref is not None
+    assert pickle.loads(b.blobs.get(record.result_ref)) == "12345"
+    assert len(b.refused_refs) == 1 and b.refused_refs[0] != record.result_ref
+    with pytest.raises(NotFound):  # the late attempt's result no longer takes space
+        b.blobs.get(b.refused_refs[0])
+
+
+class _AnswerLost(MemoryBackend):
+    """A store whose answer to a completion is lost after it was applied: the backend's
+    repeat of the call is refused by the fence, so the worker is told False."""
+
+    def complete(self, completions: Sequence[Completion], now: float) -> list[bool]:
+        super().complete(completions, now)
+        return [False] * len(completions)
+
+
+def test_a_result_blob_the_task_names_is_kept_though_its_completion_was_reported_refused() -> None:
+    b = _AnswerLost()
+    sid = session(b)
+    with running(b, inline_limit=10):
+        b.submit(sid, [task(import_handler("builtins:str"), 12345)], time.time())
+        finish(b, sid, 1)
+    (record,) = b.tasks([f"{sid}.0"])
+    assert record.state is TaskState.SUCCEEDED and record.result_ref is not None
+    assert pickle.loads(b.blobs.get(record.result_ref)) == "12345"

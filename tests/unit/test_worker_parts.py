@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 import socket
 import subprocess
@@ -13,13 +14,22 @@ from pathlib import Path
 import cloudpickle
 import pytest
 
+from htcgrid.backends.blobs import output_blob_key
+from htcgrid.backends.sqlite import SqliteBackend
 from htcgrid.core.errors import InvalidInput
 from htcgrid.core.handlers import command_handler, import_handler, pickle_handler
-from htcgrid.core.model import Codec, FailureKind
+from htcgrid.core.model import Claim, Codec, FailureKind, Lease
 from htcgrid.worker.channel import Channel
-from htcgrid.worker.executor import ExecutorBlobs, ExecutorProcess, describe_exit_code, run_work
+from htcgrid.worker.executor import (
+    Attempt,
+    ExecutorBlobs,
+    ExecutorProcess,
+    describe_exit_code,
+    run_work,
+)
 from htcgrid.worker.handlers import CommandFailed, HandlerLoader, error_info, type_name
 from htcgrid.worker.heartbeat import InFlight
+from htcgrid.worker.pool import ExecutorPool, WorkerStats
 from htcgrid.worker.protocol import Batch, Skip, Work, encoder, outcome_decoder
 from htcgrid.worker.settings import WorkerSettings, default_worker_id
 
@@ -219,3 +229,60 @@ def test_an_executor_with_tasks_queued_reads_what_the_agent_sends_meanwhile() ->
         ]
     finally:
         ex.kill()
+
+
+def slow_bytes(seconds: float) -> bytes:
+    """A handler for the pool test below: a result too large to travel inline, a bit late."""
+    time.sleep(seconds)
+    return b"x" * 1000
+
+
+def test_a_lost_attempt_that_finishes_anyway_hands_back_its_result_blob(tmp_path: Path) -> None:
+    """The outcome of an attempt whose lease was lost while it ran is dropped. When its
+    executor had stored the result as a blob, the pool hands that key back for the agent to
+    delete: no task will ever name it."""
+    pool = ExecutorPool("w", 1, None, 8, WorkerStats())
+    pool.blobs = ExecutorBlobs(f"sqlite://{tmp_path / 'grid.db'}", inline_limit=10)
+    wake_r, wake_w = os.pipe()
+    pool.start()
+    try:
+        deadline = time.monotonic() + 60
+        while pool.room() == 0 or not all(ex.is_ready for ex in pool._executors):
+            assert time.monotonic() < deadline, "the executor did not start"
+            pool.gather(0.05, wake_r)
+        handler = import_handler(f"{__name__}:slow_bytes")
+        payload = pickle.dumps(0.1)  # well inside LOST_GRACE_S: it ends before any kill
+        lease = Lease(
+            task_id="s.0",
+            worker_id="w",
+            attempt=1,
+            lease_expiry=0.0,
+            max_attempts=1,
+            retry_backoff_s=0.0,
+        )
+        claim = Claim(
+            lease=lease,
+            session_id="s",
+            handler=handler,
+            codec=Codec.PICKLE,
+            payload=payload,
+            payload_ref=None,
+            timeout_s=None,
+        )
+        pool.add([Attempt(claim, Work("s.0", 1, handler, "pickle", payload), None)])
+        pool.dispatch()
+        pool.stop_lost([("s.0", 1)])  # the store took the lease back while it runs
+        dropped: list[str] = []
+        while not dropped:
+            assert time.monotonic() < deadline, "the lost attempt's outcome never came"
+            pool.gather(0.05, wake_r)
+            dropped = pool.take_dropped_results()
+        key = output_blob_key("s.0", 1)
+        assert dropped == [key]
+        assert pool.take_finished() == [] and pool.stats.lost == 1
+        stored = SqliteBackend.open_blobs(tmp_path / "grid.db").get(key)  # it got that far
+        assert pickle.loads(stored) == b"x" * 1000
+    finally:
+        pool.close(graceful=False)
+        os.close(wake_r)
+        os.close(wake_w)

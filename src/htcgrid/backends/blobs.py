@@ -16,7 +16,7 @@ from typing import Protocol
 from urllib.parse import unquote
 
 from htcgrid.core.errors import InvalidInput, NotFound
-from htcgrid.core.ids import check_session_id
+from htcgrid.core.ids import check_session_id, split_task_id
 
 #: Payloads and results above this many bytes go to the blob store (configurable per grid).
 DEFAULT_INLINE_LIMIT = 64 * 1024
@@ -32,6 +32,16 @@ def blob_key(session_id: str, name: str) -> str:
 def new_blob_key(session_id: str, kind: str) -> str:
     """A fresh unique key for a blob of ``kind`` (input, output, handler) in ``session_id``."""
     return blob_key(session_id, f"{kind}-{uuid.uuid4().hex}")
+
+
+def output_blob_key(task_id: str, attempt: int) -> str:
+    """The key of the result blob of ``attempt`` of ``task_id``.
+
+    One name per attempt, known before the attempt writes it: whoever ends an attempt
+    without its result (the agent when its executor died, the reaper when its worker did)
+    can delete what the attempt may have written, without having been told the key."""
+    session_id, index = split_task_id(task_id)
+    return blob_key(session_id, f"output-{index}-{attempt}")
 
 
 def is_task_input(key: str) -> bool:

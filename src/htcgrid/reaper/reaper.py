@@ -13,7 +13,9 @@ import threading
 import time
 
 from htcgrid.backends.base import Backend
-from htcgrid.core.errors import BackendUnavailable
+from htcgrid.backends.blobs import output_blob_key
+from htcgrid.core.errors import BackendUnavailable, GridError
+from htcgrid.core.model import Lease
 from htcgrid.core.retry import decide_failure, lost_error
 
 log = logging.getLogger(__name__)
@@ -26,15 +28,26 @@ def reap_once(backend: Backend, now: float, limit: int = 1000) -> int:
         return 0
     decisions = [decide_failure(lease, lost_error(lease), now) for lease in leases]
     accepted = backend.expire(decisions, now)
-    for lease, ok in zip(leases, accepted, strict=True):
-        if ok:
-            log.warning(
-                "lease expired: task %s attempt %d of worker %s",
-                lease.task_id,
-                lease.attempt,
-                lease.worker_id,
-            )
-    return sum(accepted)
+    ended = [lease for lease, ok in zip(leases, accepted, strict=True) if ok]
+    for lease in ended:
+        log.warning(
+            "lease expired: task %s attempt %d of worker %s",
+            lease.task_id,
+            lease.attempt,
+            lease.worker_id,
+        )
+    if ended:
+        _discard_results(backend, ended)
+    return len(ended)
+
+
+def _discard_results(backend: Backend, ended: list[Lease]) -> None:
+    """Delete what the expired attempts may have written as their results before their
+    worker died: their completions can no longer be accepted, so no task will name them."""
+    try:
+        backend.blobs.discard([output_blob_key(x.task_id, x.attempt) for x in ended])
+    except (GridError, OSError) as exc:  # they stay until their session is deleted
+        log.warning("cannot delete the result blobs of %d expired attempt(s): %s", len(ended), exc)
 
 
 class Reaper:

@@ -20,9 +20,9 @@ import time
 from multiprocessing.connection import wait
 
 from htcgrid.backends.base import Backend
-from htcgrid.backends.blobs import is_task_input, new_blob_key
+from htcgrid.backends.blobs import is_task_input, output_blob_key
 from htcgrid.backends.registry import open_backend
-from htcgrid.core.errors import BackendUnavailable, GridError
+from htcgrid.core.errors import BackendUnavailable, GridError, NotFound
 from htcgrid.core.model import Claim, Codec, Completion, ErrorInfo, FailureKind, Lease
 from htcgrid.core.retry import decide_failure, decide_success
 from htcgrid.worker.executor import Attempt, ExecutorBlobs
@@ -156,8 +156,11 @@ class Worker:
             self._inputs.pop(key, None)
         pool.stop_lost(lost)
         pool.enforce_deadlines()
+        unwanted = pool.take_dropped_results()
         for claim, outcome in pool.take_finished():
-            if isinstance(outcome, ErrorInfo):
+            if isinstance(outcome, ErrorInfo):  # its executor died or was killed
+                # after writing its result, perhaps: that blob is nobody's now
+                unwanted.append(output_blob_key(claim.lease.task_id, claim.lease.attempt))
                 self._fail(claim.lease, outcome)
             elif outcome.error is not None:
                 self._fail(claim.lease, outcome.error)
@@ -165,6 +168,8 @@ class Worker:
                 self._finished(decide_success(claim.lease, None, outcome.result_ref))
             else:
                 self._succeed(claim, outcome.result or b"")
+        if unwanted:
+            self._discard_blobs(unwanted, "result")
         if self._done and not pool.held:
             self._flush()  # nothing else runs here: this result's latency is what matters
         # otherwise refill the executors first: they must not wait on a store round trip
@@ -275,7 +280,7 @@ class Worker:
         if len(result) <= self.settings.inline_limit:
             self._finished(decide_success(lease, result, None))
             return
-        key = new_blob_key(claim.session_id, "output")
+        key = output_blob_key(lease.task_id, lease.attempt)
         try:
             self._require_backend().blobs.put(key, result)
         except (GridError, OSError) as exc:
@@ -310,6 +315,7 @@ class Worker:
         self._done = []
         self._in_flight.discard((c.task_id, c.attempt) for c in done)
         self._discard_inputs(done, accepted)
+        self._discard_refused_results(done, accepted)
         n_accepted = sum(accepted)
         self.stats.succeeded += sum(
             1 for c, ok in zip(done, accepted, strict=True) if ok and c.error is None
@@ -333,12 +339,39 @@ class Worker:
             if key is not None and ok and c.state.is_terminal:
                 keys.append(key)
         if keys:
-            try:
-                self._require_backend().blobs.discard(keys)
-            except (GridError, OSError) as exc:
-                log.warning(
-                    "worker %s: cannot delete %d input blob(s): %s", self.worker_id, len(keys), exc
-                )
+            self._discard_blobs(keys, "input")
+
+    def _discard_refused_results(self, done: list[Completion], accepted: list[bool]) -> None:
+        """Delete the result blobs of completions the store refused (a late attempt, whose
+        lease had gone to the reaper or another worker): no task names them, and they would
+        stay until their session is deleted. A refusal can also answer a completion that was
+        applied just before its answer was lost (the backend repeats the call and the fence
+        refuses the repeat), so a blob is deleted only if its task's record does not name it."""
+        refused = [
+            (c.task_id, c.result_ref)
+            for c, ok in zip(done, accepted, strict=True)
+            if not ok and c.result_ref is not None
+        ]
+        if not refused:
+            return
+        try:
+            records = self._require_backend().tasks(list({t for t, _ in refused}))
+        except NotFound:
+            return  # the session was deleted, and its blobs with it
+        except (GridError, OSError) as exc:
+            log.warning("worker %s: cannot read refused tasks: %s", self.worker_id, exc)
+            return
+        named = {r.result_ref for r in records}
+        self._discard_blobs([key for _, key in refused if key not in named], "result")
+
+    def _discard_blobs(self, keys: list[str], kind: str) -> None:
+        """Delete blobs no task needs any more; failing to only leaves them to their session."""
+        try:
+            self._require_backend().blobs.discard(keys)
+        except (GridError, OSError) as exc:
+            log.warning(
+                "worker %s: cannot delete %d %s blob(s): %s", self.worker_id, len(keys), kind, exc
+            )
 
     def _require_backend(self) -> Backend:
         if self._backend is None:

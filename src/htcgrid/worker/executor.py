@@ -25,10 +25,9 @@ from multiprocessing.context import SpawnContext, SpawnProcess
 import msgspec
 
 from htcgrid import codec as codecs
-from htcgrid.backends.blobs import BlobStore, new_blob_key
+from htcgrid.backends.blobs import BlobStore, output_blob_key
 from htcgrid.backends.registry import open_blob_store
 from htcgrid.core.errors import GridError, NotFound
-from htcgrid.core.ids import split_task_id
 from htcgrid.core.model import Claim, Codec
 from htcgrid.worker.channel import Channel, frame
 from htcgrid.worker.handlers import HandlerLoader, blob_error, error_info
@@ -275,7 +274,7 @@ def run_work(
     elapsed = time.perf_counter() - started
     if blobs is None or len(result) <= inline_limit:
         return Outcome(work.task_id, work.attempt, result=result, duration_s=elapsed)
-    key = new_blob_key(split_task_id(work.task_id)[0], "output")
+    key = output_blob_key(work.task_id, work.attempt)
     try:
         blobs.put(key, result)
     except (GridError, OSError) as exc:

@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from multiprocessing import get_context
 
+from htcgrid.backends.blobs import output_blob_key
 from htcgrid.core.model import Claim, ErrorInfo, FailureKind
 from htcgrid.worker.executor import Attempt, ExecutorBlobs, ExecutorProcess
 from htcgrid.worker.pacing import Pacer
@@ -73,6 +74,7 @@ class ExecutorPool:
         self._executors: list[ExecutorProcess] = []
         self._finished: list[Finished] = []
         self._lost: dict[AttemptKey, float] = {}  # lost attempts still queued -> when
+        self._dropped_results: list[str] = []  # result blobs of lost attempts, unwanted
         self._pacer = Pacer(max_batch)
         self._is_closing = False
         self._poller = select.poll()
@@ -128,6 +130,12 @@ class ExecutorPool:
     def take_finished(self) -> list[Finished]:
         finished, self._finished = self._finished, []
         return finished
+
+    def take_dropped_results(self) -> list[str]:
+        """Keys of result blobs that lost attempts wrote, or may have written before their
+        executor was killed: no task will name them."""
+        dropped, self._dropped_results = self._dropped_results, []
+        return dropped
 
     def dispatch(self) -> None:
         """Send ready attempts to executors in whole batches, spread evenly, up to depth."""
@@ -211,6 +219,7 @@ class ExecutorPool:
             if head.key in self._lost:
                 log.info("stopping lost attempt %s #%d", *head.key, extra=self._log_ctx(head))
                 self._replace(ex, None)
+                self._dropped_results.append(output_blob_key(*head.key))  # if it got that far
                 continue
             message = (
                 f"task {head.key[0]} attempt {head.key[1]} ran past its "
@@ -276,6 +285,8 @@ class ExecutorPool:
         ex.head_started = time.monotonic()
         if self._lost and self._lost.pop(attempt.key, None) is not None:
             self.stats.lost += 1
+            if outcome.result_ref is not None:
+                self._dropped_results.append(outcome.result_ref)
             return  # its lease is gone: another attempt or a cancellation owns the task
         if outcome.is_skipped:
             return
