@@ -87,3 +87,9 @@ def hog_memory(mb: int) -> int:
 
 def big_result(n: int) -> bytes:
     return b"x" * n
+
+
+def big_result_after(seconds: float) -> bytes:
+    """100 KB, too large to travel inline, after ``seconds``."""
+    time.sleep(seconds)
+    return b"y" * 100_000

@@ -133,6 +133,30 @@ def test_a_cancelled_attempts_result_is_deleted_when_its_executor_is_stopped(gri
     wait_until(lambda: not path.exists(), 5, "the stopped attempt's result to be deleted")
 
 
+def test_a_killed_worker_leaves_no_result_blob_behind(grid: Grid) -> None:
+    """Its executors had stored results it never completed; the reaper takes its attempts
+    back and deletes those results, and every task still succeeds once, elsewhere."""
+    sid = grid.session(max_attempts=5)
+    ids = grid.submit(sid, [task("big_result_after", 0.01) for _ in range(400)])
+    grid.start_reaper()
+    doomed = grid.worker("--concurrency", "2", lease_ttl_s=1.0)
+    grid.worker("--concurrency", "2", lease_ttl_s=1.0)
+    wait_until(lambda: grid.backend.counts(sid).succeeded >= 50, 20, "the first results")
+    doomed.send_signal(signal.SIGKILL)
+    doomed.wait(timeout=10)
+    grid.wait_finished(sid, 400, timeout_s=60)
+    records = grid.records(ids)
+    assert all(r.state is TaskState.SUCCEEDED for r in records)
+    assert sum(r.n_lost for r in records) >= 1  # the kill took attempts down with it
+    named = {r.result_ref.partition("/")[2] for r in records if r.result_ref is not None}
+    assert len(named) == 400
+    blobs = grid.backend.blobs
+    assert isinstance(blobs, FileBlobStore)
+    # complete blobs only: a kill in the middle of a write may leave a hidden temporary file
+    stored = {p.name for p in (blobs.root / sid).iterdir() if p.name.startswith("output-")}
+    assert stored == named
+
+
 def _output_blob_path(grid: Grid, sid: str, attempt: int) -> Path:
     """Where the result blob of attempt ``attempt`` of the session's first task goes."""
     blobs = grid.backend.blobs
