@@ -247,11 +247,11 @@ def test_a_lost_attempt_that_finishes_anyway_hands_back_its_result_blob(tmp_path
     pool.start()
     try:
         deadline = time.monotonic() + 60
-        while pool.room() == 0 or not all(ex.is_ready for ex in pool._executors):
+        while not all(ex.is_ready for ex in pool._executors):  # else stop_lost skips it
             assert time.monotonic() < deadline, "the executor did not start"
             pool.gather(0.05, wake_r)
         handler = import_handler(f"{__name__}:slow_bytes")
-        payload = pickle.dumps(0.1)  # well inside LOST_GRACE_S: it ends before any kill
+        payload = pickle.dumps(0.1)  # no kill: this test never enforces the pool's deadlines
         lease = Lease(
             task_id="s.0",
             worker_id="w",
