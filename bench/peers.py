@@ -4,18 +4,25 @@ the grid: one JSON line per workload, in the same shape.
     python bench/peers.py --peer pool                       # the standard library, no install
     /tmp/peers/bin/python bench/peers.py --peer ray         # in a venv that has Ray
     /tmp/peers/bin/python bench/peers.py --peer dask --repeat 3 --out bench/results/peers.jsonl
+    /tmp/peers/bin/python bench/peers.py --peer celery          # Redis on 127.0.0.1:6379
 
 The peers, each with 2 worker processes (one per core on the reference machine):
 - ``pool``: :class:`concurrent.futures.ProcessPoolExecutor` with 2 processes. No store, no
   leases, no retries: what Python alone does, a floor for any grid that keeps state.
 - ``ray``: ``ray.init(num_cpus=2)``, the functions as ``ray.remote`` tasks.
 - ``dask``: ``distributed.LocalCluster(n_workers=2, threads_per_worker=1)``.
+- ``celery``: a Celery worker with ``--pool prefork --concurrency 2``, Redis (database 13
+  on 127.0.0.1:6379, flushed before and after) as its broker and result store, the tasks
+  in ``bench/peers_celery.py``. Its results take no completion callback, so a task's
+  latency runs until the client collects it, in input order.
 
-Ray and Dask are not dependencies of this project; install them in a venv of their own
-(docs/benchmarks.md, "Against Ray and Dask", has the commands) and run this script with its
-Python and ``PYTHONPATH=src``. The workloads are those of `htcgrid.benchmark.runs`, with the
-same functions (`htcgrid.workloads`), inputs, checks and windows: every result is returned
-to the client and checked, W4 keeps at most 128 tasks in flight, submitted 16 at a time.
+Ray, Dask and Celery are not dependencies of this project; install them in a venv of their
+own (docs/benchmarks.md, "Against Ray, Dask, Celery and a process pool", has the commands)
+and run this script with its Python and ``PYTHONPATH=src``.
+
+The workloads are those of `htcgrid.benchmark.runs`, with the same functions
+(`htcgrid.workloads`), inputs, checks and windows: every result is returned to the client
+and checked, W4 keeps at most 128 tasks in flight, submitted 16 at a time.
 Before each timed run, instant tasks run until both worker processes have run one. Each
 repetition starts the peer afresh; the median repetition is printed, as `bench/run.py` does.
 """
@@ -27,6 +34,7 @@ import json
 import os
 import shlex
 import statistics
+import subprocess
 import sys
 import time
 from collections import deque
@@ -43,6 +51,7 @@ from htcgrid.benchmark.measure import append_line, machine
 from htcgrid.benchmark.runs import percentiles, record_latency, w1_input
 from htcgrid.workloads import MB, burn_cpu_ms, echo_bytes, noop
 
+HERE = Path(__file__).resolve().parent
 WORKERS = 2
 WORKLOADS = ("W1", "W2", "W3", "W4")
 #: Tasks a peer is handed at a time (the grid's client submits in batches of 2,000 too).
@@ -112,13 +121,83 @@ def dask_peer() -> Iterator[tuple[str, Submit]]:
         cluster.close()
 
 
+#: Celery's broker and result store: a Redis database flushed before and after each run.
+CELERY_URL = "redis://127.0.0.1:6379/13"
+
+
+class CeleryFuture:
+    """A Celery result as the driver uses a future. Celery results take no completion
+    callback, so the callbacks run when the client collects the result, in input order: a
+    task's latency is the time until the client holds its result."""
+
+    def __init__(self, result: Any) -> None:
+        self._result = result
+        self._callbacks: list[Callable[[Any], object]] = []
+
+    def add_done_callback(self, fn: Callable[[Any], object], /) -> None:
+        self._callbacks.append(fn)
+
+    def result(self, timeout: float | None = None) -> Any:
+        value = self._result.get(timeout=timeout)
+        for fn in self._callbacks:
+            fn(self)
+        return value
+
+
+@contextmanager
+def celery_peer() -> Iterator[tuple[str, Submit]]:
+    import celery
+    import redis
+
+    store = redis.Redis.from_url(CELERY_URL)
+    try:
+        store.flushdb()
+    except redis.ConnectionError as exc:
+        raise SystemExit(
+            f"peers.py: Celery's broker, Redis at {CELERY_URL}, is down: {exc}"
+        ) from None
+    # Celery refuses to run pickle as root unless told to: the benchmark's broker is a local
+    # Redis that only this script writes to
+    env = dict(os.environ, HTCGRID_PEERS_CELERY=CELERY_URL, C_FORCE_ROOT="1")
+    paths = [str(HERE), *os.environ.get("PYTHONPATH", "").split(os.pathsep)]
+    env["PYTHONPATH"] = os.pathsep.join(os.path.abspath(p) for p in paths if p)  # cwd moves
+    os.environ["HTCGRID_PEERS_CELERY"] = CELERY_URL
+    command = ["-m", "celery", "-A", "peers_celery", "worker", "--pool", "prefork"]
+    command += ["--concurrency", str(WORKERS), "--loglevel", "WARNING"]
+    # its banner and logs go to stderr: stdout carries the JSON lines
+    worker = subprocess.Popen([sys.executable, *command], env=env, cwd=HERE, stdout=sys.stderr)
+    try:
+        from peers_celery import app
+
+        deadline = time.monotonic() + 60
+        while not app.control.ping(timeout=0.5):
+            if worker.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"peers.py: the Celery worker did not start ({worker.poll()=})")
+
+        def submit(fn: Callable[..., Any], values: list[Any]) -> list[TaskFuture]:
+            name = fn.__name__
+            return [CeleryFuture(app.send_task(name, (v,))) for v in values]
+
+        yield f"celery {celery.__version__}", submit
+    finally:
+        worker.terminate()
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
+        store.flushdb()
+        store.close()
+
+
 PEERS: dict[str, Callable[[], AbstractContextManager[tuple[str, Submit]]]] = {
     "pool": pool_peer,
     "ray": ray_peer,
     "dask": dask_peer,
+    "celery": celery_peer,
 }
 #: The package each peer needs, to say what to install when it is missing.
-PACKAGES = {"ray": "ray", "dask": "distributed"}
+PACKAGES = {"ray": "ray", "dask": "distributed", "celery": "celery"}
 
 
 def warm_up(submit: Submit, timeout_s: float = 120.0) -> None:

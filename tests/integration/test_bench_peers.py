@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 PEERS = ROOT / "bench" / "peers.py"
 
@@ -37,17 +39,22 @@ def test_the_process_pool_runs_the_workloads_and_prints_the_grids_record_shape(
     assert out.read_text().splitlines() == done.stdout.splitlines()
 
 
-def test_a_peer_that_is_not_installed_is_named_with_what_to_install(tmp_path: Path) -> None:
-    (tmp_path / "distributed.py").write_text("raise ImportError('not here')\n")
+@pytest.mark.parametrize(
+    ("peer", "package"), [("ray", "ray"), ("dask", "distributed"), ("celery", "celery")]
+)
+def test_a_peer_that_is_not_installed_is_named_with_what_to_install(
+    tmp_path: Path, peer: str, package: str
+) -> None:
+    (tmp_path / f"{package}.py").write_text("raise ImportError('not here')\n")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), str(ROOT / "src")]))
-    done = _run("--peer", "dask", env=env)
+    done = _run("--peer", peer, env=env)
     assert done.returncode == 2 and done.stdout == ""
-    assert "dask is not installed" in done.stderr and "'distributed'" in done.stderr
+    assert f"{peer} is not installed" in done.stderr and f"{package!r}" in done.stderr
 
 
 def test_bad_options_are_refused_with_a_reason() -> None:
     for args, reason in (
-        (("--peer", "celery"), "invalid choice"),
+        (("--peer", "spark"), "invalid choice"),
         (("--peer", "pool", "--workloads", "W1,W9"), "unknown workloads"),
         (("--peer", "pool", "--repeat", "0"), "at least 1"),
     ):
