@@ -21,8 +21,9 @@ own (docs/benchmarks.md, "Against Ray, Dask, Celery and a process pool", has the
 and run this script with its Python and ``PYTHONPATH=src``.
 
 The workloads are those of `htcgrid.benchmark.runs`, with the same functions
-(`htcgrid.workloads`), inputs, checks and windows: every result is returned to the client
-and checked, W4 keeps at most 128 tasks in flight, submitted 16 at a time.
+(`htcgrid.workloads`), inputs, checks and windows, driven by the same function
+(`runs.drive`): every result is returned to the client and checked, W4 keeps at most 128
+tasks in flight, submitted 16 at a time.
 Before each timed run, instant tasks run until both worker processes have run one. Each
 repetition starts the peer afresh; the median repetition is printed, as `bench/run.py` does.
 """
@@ -37,35 +38,25 @@ import statistics
 import subprocess
 import sys
 import time
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from functools import partial
-from itertools import islice
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from htcgrid.benchmark.measure import append_line, machine
-from htcgrid.benchmark.runs import percentiles, record_latency, w1_input
+from htcgrid.benchmark.runs import FutureLike, drive, percentiles, w1_input
 from htcgrid.workloads import MB, burn_cpu_ms, echo_bytes, noop
 
 HERE = Path(__file__).resolve().parent
 WORKERS = 2
 WORKLOADS = ("W1", "W2", "W3", "W4")
-#: Tasks a peer is handed at a time (the grid's client submits in batches of 2,000 too).
-BATCH = 2000
-
-
-class TaskFuture(Protocol):
-    def add_done_callback(self, fn: Callable[[Any], object], /) -> None: ...
-
-    def result(self, timeout: float | None = None) -> Any: ...
 
 
 #: Submit ``fn`` over a list of inputs; one future per input, in order.
-Submit = Callable[[Callable[..., Any], list[Any]], list[TaskFuture]]
+Submit = Callable[[Callable[..., Any], list[Any]], list[FutureLike]]
 
 
 def worker_pid(_: object) -> int:
@@ -77,7 +68,7 @@ def worker_pid(_: object) -> int:
 def pool_peer() -> Iterator[tuple[str, Submit]]:
     with ProcessPoolExecutor(WORKERS) as pool:
 
-        def submit(fn: Callable[..., Any], values: list[Any]) -> list[TaskFuture]:
+        def submit(fn: Callable[..., Any], values: list[Any]) -> list[FutureLike]:
             return [pool.submit(fn, v) for v in values]
 
         yield f"pool (Python {sys.version.split()[0]})", submit
@@ -91,9 +82,9 @@ def ray_peer() -> Iterator[tuple[str, Submit]]:
     remotes: dict[Callable[..., Any], Any] = {}
     try:
 
-        def submit(fn: Callable[..., Any], values: list[Any]) -> list[TaskFuture]:
+        def submit(fn: Callable[..., Any], values: list[Any]) -> list[FutureLike]:
             remote = remotes.setdefault(fn, ray.remote(fn))
-            futures: list[TaskFuture] = [remote.remote(v).future() for v in values]
+            futures: list[FutureLike] = [remote.remote(v).future() for v in values]
             return futures
 
         yield f"ray {ray.__version__}", submit
@@ -111,8 +102,8 @@ def dask_peer() -> Iterator[tuple[str, Submit]]:
     client = distributed.Client(cluster)
     try:
 
-        def submit(fn: Callable[..., Any], values: list[Any]) -> list[TaskFuture]:
-            futures: list[TaskFuture] = client.map(fn, values, pure=False)
+        def submit(fn: Callable[..., Any], values: list[Any]) -> list[FutureLike]:
+            futures: list[FutureLike] = client.map(fn, values, pure=False)
             return futures
 
         yield f"dask {distributed.__version__}", submit
@@ -174,7 +165,7 @@ def celery_peer() -> Iterator[tuple[str, Submit]]:
             if worker.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit(f"peers.py: the Celery worker did not start ({worker.poll()=})")
 
-        def submit(fn: Callable[..., Any], values: list[Any]) -> list[TaskFuture]:
+        def submit(fn: Callable[..., Any], values: list[Any]) -> list[FutureLike]:
             name = fn.__name__
             return [CeleryFuture(app.send_task(name, (v,))) for v in values]
 
@@ -210,42 +201,6 @@ def warm_up(submit: Submit, timeout_s: float = 120.0) -> None:
         seen.update(f.result(timeout=timeout_s) for f in submit(worker_pid, list(range(8))))
 
 
-def drive(
-    submit: Submit,
-    fn: Callable[..., Any],
-    inputs: Iterable[Any],
-    check: Callable[[int, Any], None],
-    *,
-    batch: int = BATCH,
-    window: int | None = None,
-) -> tuple[float, list[float]]:
-    """The grid benchmark's driver (``Run.drive``) over a peer: submit in batches, at most
-    ``window`` in flight, check every result in input order; (wall seconds, latencies)."""
-    limit = window or sys.maxsize
-    latencies: list[float] = []
-    in_flight: deque[tuple[int, TaskFuture]] = deque()
-    it = iter(inputs)
-    index = 0
-    start = time.perf_counter()
-    is_exhausted = False
-    while True:
-        while not is_exhausted and limit - len(in_flight) >= min(batch, limit):
-            values = list(islice(it, min(batch, limit)))
-            if not values:
-                is_exhausted = True
-                break
-            t0 = time.perf_counter()
-            for future in submit(fn, values):
-                future.add_done_callback(partial(record_latency, latencies, t0))
-                in_flight.append((index, future))
-                index += 1
-        if not in_flight:
-            break
-        i, future = in_flight.popleft()
-        check(i, future.result(timeout=600))
-    return time.perf_counter() - start, latencies
-
-
 def w1(submit: Submit) -> dict[str, Any]:
     inputs = [w1_input(i) for i in range(20_000)]
 
@@ -253,7 +208,7 @@ def w1(submit: Submit) -> dict[str, Any]:
         if value != inputs[i]:
             raise AssertionError(f"W1 task {i}: got {value!r}")
 
-    seconds, lat = drive(submit, noop, inputs, check)
+    seconds, lat = drive(partial(submit, noop), inputs, check)
     return {"n": len(inputs), "seconds": seconds, **percentiles(lat)}
 
 
@@ -277,7 +232,7 @@ def w3(submit: Submit) -> dict[str, Any]:
         if value != 10.0:
             raise AssertionError(f"W3 task {i}: got {value!r}")
 
-    seconds, lat = drive(submit, burn_cpu_ms, [10.0] * 2000, check)
+    seconds, lat = drive(partial(submit, burn_cpu_ms), [10.0] * 2000, check)
     efficiency = (2000 * 0.010 / WORKERS) / seconds
     return {"n": 2000, "seconds": seconds, "efficiency": efficiency, **percentiles(lat)}
 
@@ -295,7 +250,7 @@ def w4(submit: Submit) -> dict[str, Any]:
         if not (ok and value[:8] == head and value[-8:] == i.to_bytes(8, "big")[::-1]):
             raise AssertionError(f"W4 task {i}: wrong result")
 
-    seconds, lat = drive(submit, echo_bytes, inputs(), check, batch=16, window=128)
+    seconds, lat = drive(partial(submit, echo_bytes), inputs(), check, batch=16, window=128)
     return {"n": 2000, "seconds": seconds, "mb_per_s": 2 * 2000 / seconds, **percentiles(lat)}
 
 

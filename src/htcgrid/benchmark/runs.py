@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from functools import partial
 from itertools import islice
-from typing import Any
+from typing import Any, Protocol
 
 import htcgrid
 from htcgrid.client.session import SUBMIT_BATCH
@@ -167,46 +167,15 @@ class Run:
         progress_label: str = "",
         total: int = 0,
     ) -> tuple[float, list[float]]:
-        """Submit ``fn`` over ``inputs`` in batches of ``batch``, keeping at most ``window``
-        tasks in flight (all of them when None; refilled a whole batch at a time), check
-        every result in input order; return the wall seconds from the first submit to the
-        last result, and the submit-to-result latency of every ``latency_every``-th task.
-        With a ``progress_label``, a line on stderr every :data:`PROGRESS_EVERY_S` says how
-        far it got."""
-        limit = window or sys.maxsize
-        latencies: list[float] = []
-        in_flight: deque[tuple[int, htcgrid.TaskFuture]] = deque()
-        it = iter(inputs)
-        index = 0
-        deadline = time.monotonic() + self.timeout_s
+        """:func:`drive` ``fn`` over ``inputs`` in a session of this grid. With a
+        ``progress_label``, a line on stderr every :data:`PROGRESS_EVERY_S` says how far it
+        got."""
         with self.session("bench") as session:
             start = time.perf_counter()
             next_progress = start + PROGRESS_EVERY_S
-            is_exhausted = False
-            while True:
-                # refill in whole batches: topping the window up by one task per result
-                # would make every submit a store round trip for a single task
-                while not is_exhausted and limit - len(in_flight) >= min(batch, limit):
-                    values = list(islice(it, min(batch, limit)))
-                    if not values:
-                        is_exhausted = True
-                        break
-                    t0 = time.perf_counter()
-                    for future in session.submit_many(fn, values):
-                        if index % latency_every == 0:
-                            future.add_done_callback(partial(record_latency, latencies, t0))
-                        in_flight.append((index, future))
-                        index += 1
-                if not in_flight:
-                    break
-                i, future = in_flight.popleft()
-                left = deadline - time.monotonic()
-                try:
-                    value = future.result(timeout=max(0.0, left))
-                except TimeoutError:
-                    counts = session.counts()
-                    raise TimeoutError(f"unfinished after {self.timeout_s} s: {counts}") from None
-                check(i, value)
+
+            def collected() -> None:
+                nonlocal next_progress
                 self.done += 1
                 if progress_label and time.perf_counter() >= next_progress:
                     now = time.perf_counter()
@@ -217,8 +186,77 @@ class Run:
                         file=sys.stderr,
                         flush=True,
                     )
-            seconds = time.perf_counter() - start
-        return seconds, latencies
+
+            try:
+                return drive(
+                    partial(session.submit_many, fn),
+                    inputs,
+                    check,
+                    batch=batch,
+                    window=window,
+                    latency_every=latency_every,
+                    timeout_s=self.timeout_s,
+                    on_result=collected,
+                )
+            except TimeoutError:
+                counts = session.counts()
+                raise TimeoutError(f"unfinished after {self.timeout_s} s: {counts}") from None
+
+
+class FutureLike(Protocol):
+    """What :func:`drive` needs of a task's future: the grid's, or another runner's."""
+
+    def add_done_callback(self, fn: Callable[[Any], object], /) -> None: ...
+
+    def result(self, timeout: float | None = None) -> Any: ...
+
+
+def drive(
+    submit: Callable[[list[Any]], Iterable[FutureLike]],
+    inputs: Iterable[Any],
+    check: Callable[[int, Any], None],
+    *,
+    batch: int = SUBMIT_BATCH,
+    window: int | None = None,
+    latency_every: int = 1,
+    timeout_s: float = 600.0,
+    on_result: Callable[[], None] | None = None,
+) -> tuple[float, list[float]]:
+    """Submit ``inputs`` in batches of ``batch`` (``submit`` takes a list, returns a future
+    per input), keeping at most ``window`` tasks in flight (all of them when None; refilled
+    a whole batch at a time), and check every result in input order, calling ``on_result``
+    after each; return the wall seconds from the first submit to the last result, and the
+    submit-to-result latency of every ``latency_every``-th task. ``bench/peers.py`` drives
+    other task runners with it, so that they are driven exactly as the grid is."""
+    limit = window or sys.maxsize
+    latencies: list[float] = []
+    in_flight: deque[tuple[int, FutureLike]] = deque()
+    it = iter(inputs)
+    index = 0
+    deadline = time.monotonic() + timeout_s
+    start = time.perf_counter()
+    is_exhausted = False
+    while True:
+        # refill in whole batches: topping the window up by one task per result would make
+        # every submit a round trip for a single task
+        while not is_exhausted and limit - len(in_flight) >= min(batch, limit):
+            values = list(islice(it, min(batch, limit)))
+            if not values:
+                is_exhausted = True
+                break
+            t0 = time.perf_counter()
+            for future in submit(values):
+                if index % latency_every == 0:
+                    future.add_done_callback(partial(record_latency, latencies, t0))
+                in_flight.append((index, future))
+                index += 1
+        if not in_flight:
+            break
+        i, future = in_flight.popleft()
+        check(i, future.result(timeout=max(0.0, deadline - time.monotonic())))
+        if on_result is not None:
+            on_result()
+    return time.perf_counter() - start, latencies
 
 
 def record_latency(latencies: list[float], t0: float, _future: object) -> None:
